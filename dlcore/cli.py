@@ -1,0 +1,191 @@
+"""`python -m dlcore <command>`: datasets, summary, train, evaluate, predict, runs, download.
+
+Invalid input exits non-zero with one line on stderr naming the field and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m dlcore",
+                description="Train, evaluate and compare PyTorch image classifiers.")
+    p.add_argument("--data-root", default=os.environ.get("DLCORE_DATA") or "data",
+                   help="where full datasets live and are downloaded to (default: $DLCORE_DATA or data/)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    sub.add_parser("datasets", help="list datasets, whether each is available offline, and where from")
+
+    s = sub.add_parser("summary", help="per-layer table of the model of a config")
+    s.add_argument("config", help="config JSON file ({} is the default DNN on mnist-5k)")
+
+    t = sub.add_parser("train", help="train a config into a new run directory")
+    t.add_argument("config", help="config JSON file")
+    t.add_argument("--runs-dir", default="runs", help="where runs are kept (default: runs/)")
+    t.add_argument("--name", default=None, help="a name for the run (shown by `runs`)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    e = sub.add_parser("evaluate", help="(re)write RUN_DIR/eval.json and print it")
+    e.add_argument("run_dir", help="a run directory, e.g. runs/20260101-120000-mnist")
+
+    pr = sub.add_parser("predict", help="classify image files with a run's best checkpoint")
+    pr.add_argument("run_dir", help="a run directory")
+    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+
+    r = sub.add_parser("runs", help="list saved runs")
+    r.add_argument("--runs-dir", default="runs", help="where runs are kept (default: runs/)")
+
+    d = sub.add_parser("download", help="download mnist, fashion-mnist or cifar10 (needs internet)")
+    d.add_argument("dataset", help="mnist, fashion-mnist or cifar10")
+    return p
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        return COMMANDS[args.command](args)
+    except _UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every other failure is one line, not a traceback
+        from .datasets import DatasetUnavailable
+        from .images import ImageError
+        from .runs import CheckpointError
+        from .train import TrainingFailed
+        if isinstance(e, (DatasetUnavailable, ImageError, CheckpointError)):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(e, TrainingFailed):
+            print(f"error: training failed: {str(e).splitlines()[0]}", file=sys.stderr)
+            return EXIT_FAILED
+        if os.environ.get("DLCORE_DEBUG"):
+            raise
+        print(f"error: {e.__class__.__name__}: {e} (set DLCORE_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_datasets(args) -> int:
+    from .datasets import BUILTIN, availability
+
+    print(f"{'name':<14} {'classes':>7}  {'shape':<10} {'offline':<8} source")
+    for name, info in BUILTIN.items():
+        ok, where = availability(name, args.data_root)
+        shape = "x".join(str(s) for s in info.shape)
+        print(f"{name:<14} {len(info.classes):>7}  {shape:<10} {'yes' if ok else 'no':<8} "
+              f"{where if ok else 'not here: ' + where}")
+    print(f"{'folder':<14} {'-':>7}  {'CxSxS':<10} {'yes':<8} your images: data.root with one "
+          "sub-folder per class")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .config import load_config_file
+    from .datasets import dataset_info
+    from .models import build_model, format_summary, summarize
+
+    cfg = load_config_file(args.config)
+    info = dataset_info(cfg["data"], args.data_root)
+    model = build_model(cfg["model"], info.shape, len(info.classes))
+    print(f"{cfg['model']['arch']} on {info.name} (input {'x'.join(map(str, info.shape))}, "
+          f"{len(info.classes)} classes)")
+    print(format_summary(summarize(model, info.shape)))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import load_config_file
+    from .train import train
+
+    cfg = load_config_file(args.config)
+    run_dir = train(cfg, runs_dir=args.runs_dir, name=args.name, data_root=args.data_root,
+                    progress=not args.no_progress and sys.stderr.isatty(),
+                    log=lambda s: print(s, flush=True))
+    print(run_dir, flush=True)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_run
+
+    run_dir = _run_dir(args.run_dir)
+    result = evaluate_run(run_dir, data_root=args.data_root)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    run_dir = _run_dir(args.run_dir)
+    for path in args.images:
+        (r,) = predict(run_dir, [path])
+        print(f"{path}\t{r['class']}\t{r['probability']:.4f}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .runs import RunStore
+
+    runs = RunStore(args.runs_dir).list()
+    if not runs:
+        print(f"no runs in {args.runs_dir}")
+        return 0
+    print(f"{'id':<40} {'name':<24} {'state':<10} {'dataset':<14} {'arch':<7} best_val_acc")
+    for r in runs:
+        acc = f"{r.best_val_acc:.4f}" if r.best_val_acc is not None else "-"
+        state = r.state + (f" ({r.damaged})" if r.damaged else "")
+        print(f"{r.id:<40} {(r.name or '-'):<24} {state:<10} {r.dataset or '-':<14} "
+              f"{r.arch or '-':<7} {acc}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .datasets import download
+
+    print(download(args.dataset, args.data_root))
+    return 0
+
+
+def _run_dir(path: str) -> Path:
+    from .config import ConfigError
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"RUN_DIR: {path!r} is not a run directory")
+    if not (p / "config.json").exists():
+        raise ConfigError(f"RUN_DIR: {path!r} has no config.json; is it a run directory?")
+    return p
+
+
+COMMANDS = {"datasets": cmd_datasets, "summary": cmd_summary, "train": cmd_train,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
+            "download": cmd_download}

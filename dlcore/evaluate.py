@@ -1,0 +1,133 @@
+"""Test-split evaluation of a run's best checkpoint, with scikit-learn's metrics.
+
+Writes `eval.json`: accuracy, macro precision/recall/F1, one-vs-rest macro ROC-AUC from
+softmax probabilities, confusion matrix, per-class report, ROC curve points per class, and
+the most confidently wrong test images for a gallery.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import normalize
+from .runs import CheckpointError, load_checkpoint, write_json_atomic
+
+EVAL_BATCH = 1024
+GALLERY_SIZE = 36
+ROC_POINTS = 200
+
+
+def predict_logits(model, x_u8: torch.Tensor, mean, std, device, batch: int = EVAL_BATCH):
+    """Logits for uint8 images [N,C,H,W], in large batches under inference mode."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x_u8), batch):
+            x = x_u8[i:i + batch].to(device, non_blocking=True).float().div_(255.0)
+            out.append(model(normalize(x, mean, std)).float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def load_model(ckpt_or_path, device="cpu"):
+    """Rebuild a model from a checkpoint (a path or a loaded dict); returns (model, ckpt)."""
+    from .models import build_model
+
+    ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
+    cfg = dict(ckpt["config"]["model"], init="default")   # the weights replace any init
+    model = build_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]))
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"the checkpoint's weights do not fit its model: "
+                              f"{str(e).splitlines()[0][:200]}") from None
+    return model.to(device).eval(), ckpt
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise CheckpointError(f"{run_dir.name}: no checkpoint yet (best.pt or last.pt)")
+
+
+def compute_metrics(y_true, probs, classes) -> dict:
+    """Every figure of eval.json from true labels and softmax probabilities."""
+    from sklearn.metrics import (accuracy_score, confusion_matrix, precision_recall_fscore_support,
+                                 roc_auc_score, roc_curve)
+
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = len(classes)
+    labels = list(range(k))
+    y_pred = probs.argmax(1)
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro",
+                                                 zero_division=0)
+    pc, rc, fc, sc = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                     average=None, zero_division=0)
+    present = np.unique(y_true)
+    auc = None
+    if len(present) == k and k >= 2:
+        auc = float(roc_auc_score(y_true, probs if k > 2 else probs[:, 1], multi_class="ovr",
+                                  average="macro", labels=labels))
+    curves = []
+    for c in labels:
+        if c not in present or len(present) < 2:
+            curves.append({"class": classes[c], "fpr": [], "tpr": [], "auc": None})
+            continue
+        fpr, tpr, _ = roc_curve(y_true == c, probs[:, c])
+        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), ROC_POINTS)).round().astype(int))
+        curves.append({"class": classes[c], "fpr": fpr[keep].round(5).tolist(),
+                       "tpr": tpr[keep].round(5).tolist(),
+                       "auc": float(roc_auc_score(y_true == c, probs[:, c]))})
+    wrong = np.flatnonzero(y_pred != y_true)
+    conf = probs[wrong, y_pred[wrong]]
+    order = wrong[np.argsort(-conf, kind="stable")][:GALLERY_SIZE]
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f),
+        "roc_auc_macro": auc,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "per_class": [{"class": classes[i], "precision": float(pc[i]), "recall": float(rc[i]),
+                       "f1": float(fc[i]), "support": int(sc[i])} for i in labels],
+        "classes": list(classes),
+        "roc_curves": curves,
+        "confident_wrong": [{"index": int(i), "true": int(y_true[i]), "predicted": int(y_pred[i]),
+                             "confidence": round(float(probs[i, y_pred[i]]), 5)} for i in order],
+        "n_test": int(len(y_true)),
+    }
+
+
+def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) -> dict:
+    """(Re)write RUN_DIR/eval.json for the best checkpoint (last.pt when there is none)."""
+    from .datasets import load_splits
+    from .train import pick_device
+
+    run_dir = Path(run_dir)
+    device = device or pick_device("auto")
+    path = best_checkpoint(run_dir)
+    ckpt = load_checkpoint(path)
+    model, _ = load_model(ckpt, device)
+    cfg = ckpt["config"]
+    if splits is None:
+        splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)
+    logits = predict_logits(model, splits.test_x, ckpt["mean"], ckpt["std"], device)
+    probs = torch.softmax(logits, 1).cpu().numpy()
+    result = compute_metrics(splits.test_y.numpy(), probs, ckpt["classes"])
+    result["checkpoint"] = path.name
+    result["epoch"] = ckpt.get("epoch")
+    write_json_atomic(run_dir / "eval.json", result)
+    return result
+
+
+def test_images(run_dir, indices, data_root=None) -> np.ndarray:
+    """The run's test images at `indices`, as uint8 [N, C, H, W] (for galleries)."""
+    from .datasets import load_splits
+    from .runs import read_json
+
+    cfg = read_json(Path(run_dir) / "config.json")
+    splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)
+    idx = torch.as_tensor(list(indices), dtype=torch.long)
+    return splits.test_x[idx].numpy() if len(idx) else np.zeros((0, *splits.info.shape), np.uint8)

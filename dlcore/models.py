@@ -1,0 +1,225 @@
+"""The four architectures, built from a resolved `model` config through one registry.
+
+Input shape and class count come from the dataset. `init_weights` applies the tutorials'
+init methods; `summarize` gives the per-layer table of `python -m dlcore summary`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ConfigError, INITS
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
+               "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class DNN(nn.Module):
+    """Fully connected: flatten, then Linear [BatchNorm] act [Dropout] per hidden layer."""
+
+    def __init__(self, cfg, in_shape, num_classes):
+        super().__init__()
+        layers, width = [nn.Flatten()], in_shape[0] * in_shape[1] * in_shape[2]
+        for h in cfg["hidden_dims"]:
+            layers += _fc_block(width, h, cfg)
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """VGG-style: blocks of conv-act-conv-act-maxpool, then fully connected layers."""
+
+    def __init__(self, cfg, in_shape, num_classes):
+        super().__init__()
+        c, h, w = in_shape
+        if len(cfg["blocks"]) > 0 and min(h, w) >> len(cfg["blocks"]) < 1:
+            fit = max(min(h, w).bit_length() - 1, 0)
+            raise ConfigError(f"model.blocks: {len(cfg['blocks'])} blocks halve a {h}x{w} image "
+                              f"below one pixel; at most {fit} blocks fit this dataset")
+        act, bn = ACTIVATIONS[cfg["activation"]], cfg["batchnorm"]
+        layers = []
+        for hidden, out in cfg["blocks"]:
+            for a, b in ((c, hidden), (hidden, out)):
+                layers.append(nn.Conv2d(a, b, 3, padding=1))
+                if bn:
+                    layers.append(nn.BatchNorm2d(b))
+                layers.append(act())
+            layers.append(nn.MaxPool2d(2))
+            c, h, w = out, h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        head, width = [nn.Flatten()], c * h * w
+        for d in cfg["fc_dims"]:
+            head += _fc_block(width, d, cfg)
+            width = d
+        head.append(nn.Linear(width, num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def _fc_block(n_in, n_out, cfg):
+    layers = [nn.Linear(n_in, n_out)]
+    if cfg["batchnorm"]:
+        layers.append(nn.BatchNorm1d(n_out))
+    layers.append(ACTIVATIONS[cfg["activation"]]())
+    if cfg["dropout"] > 0:
+        layers.append(nn.Dropout(cfg["dropout"]))
+    return layers
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, n_in, n_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(n_in, n_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(n_out)
+        self.conv2 = nn.Conv2d(n_out, n_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(n_out)
+        self.relu = nn.ReLU()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or n_in != n_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(n_in, n_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(n_out))
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet with basic blocks and a small-image stem (3x3 conv, no max-pool)."""
+
+    def __init__(self, cfg, in_shape, num_classes):
+        super().__init__()
+        width = cfg["base_width"]
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[0], width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        stages, n_in = [], width
+        for i, n in enumerate(cfg["stage_blocks"]):
+            n_out = width * 2 ** i
+            blocks = [BasicBlock(n_in if j == 0 else n_out, n_out, 2 if (i > 0 and j == 0) else 1)
+                      for j in range(n)]
+            stages.append(nn.Sequential(*blocks))
+            n_in = n_out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(n_in, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.stages(self.stem(x))))
+
+
+class RNN(nn.Module):
+    """Reads an image row by row: a sequence of H steps of C*W features; classifies the last."""
+    CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+    def __init__(self, cfg, in_shape, num_classes):
+        super().__init__()
+        c, h, w = in_shape
+        self.rnn = self.CELLS[cfg["cell"]](
+            c * w, cfg["hidden_size"], num_layers=cfg["num_layers"], batch_first=True,
+            bidirectional=cfg["bidirectional"],
+            dropout=cfg["dropout"] if cfg["num_layers"] > 1 else 0.0)
+        self.dropout = nn.Dropout(cfg["dropout"])
+        self.fc = nn.Linear(cfg["hidden_size"] * (2 if cfg["bidirectional"] else 1), num_classes)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        seq = x.permute(0, 2, 1, 3).reshape(b, h, c * w)
+        out, _ = self.rnn(seq)
+        return self.fc(self.dropout(out[:, -1]))
+
+
+MODELS = {"dnn": DNN, "cnn": CNN, "resnet": ResNet, "rnn": RNN}
+
+
+def list_models() -> list[str]:
+    return list(MODELS)
+
+
+def build_model(model_cfg: dict, in_shape, num_classes: int) -> nn.Module:
+    """Build and initialise the model of a resolved `model` config."""
+    arch = model_cfg.get("arch")
+    if arch not in MODELS:
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(MODELS)}")
+    model = MODELS[arch](model_cfg, tuple(in_shape), num_classes)
+    init_weights(model, model_cfg.get("init", "default"))
+    return model
+
+
+def init_weights(model: nn.Module, method: str) -> None:
+    """The tutorials' inits on every linear, conv and recurrent weight; biases zeroed.
+
+    `default` keeps PyTorch's own initialisation (biases included).
+    """
+    if method not in INITS:
+        raise ConfigError(f"model.init: unknown value {method!r}; allowed: {', '.join(INITS)}")
+    if method == "default":
+        return
+    fill = {"gaussian": lambda t: nn.init.normal_(t, 0.0, 1.0),
+            "xavier": nn.init.xavier_normal_,
+            "kaiming": nn.init.kaiming_normal_,
+            "zeros": nn.init.zeros_}[method]
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                fill(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.RNNBase):
+                for name, p in m.named_parameters():
+                    if name.startswith("weight"):
+                        fill(p)
+                    elif name.startswith("bias"):
+                        nn.init.zeros_(p)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def summarize(model: nn.Module, in_shape) -> dict:
+    """Per-layer rows {name, type, output_shape, params} from one forward pass of a dummy batch."""
+    rows, hooks = [], []
+
+    def hook(name):
+        def fn(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            rows.append({"name": name, "type": module.__class__.__name__,
+                         "output_shape": [-1, *list(out.shape[1:])],
+                         "params": sum(p.numel() for p in module.parameters(recurse=False))})
+        return fn
+
+    for name, m in model.named_modules():
+        if name and (not list(m.children()) or isinstance(m, nn.RNNBase)):
+            hooks.append(m.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *in_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    trainable, frozen = count_parameters(model)
+    return {"rows": rows, "trainable": trainable, "frozen": frozen,
+            "input_shape": [-1, *list(in_shape)]}
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{'layer':<28} {'type':<14} {'output shape':<22} {'params':>12}"]
+    lines.append(f"{'input':<28} {'':<14} {str(summary['input_shape']):<22} {0:>12,}")
+    for r in summary["rows"]:
+        lines.append(f"{r['name']:<28} {r['type']:<14} {str(r['output_shape']):<22} {r['params']:>12,}")
+    if summary["frozen"]:
+        lines.append(f"frozen parameters: {summary['frozen']}")
+    lines.append(f"trainable parameters: {summary['trainable']}")
+    return "\n".join(lines)
