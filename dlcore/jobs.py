@@ -1,0 +1,127 @@
+"""Starting `python -m dlcore train` as a separate process, and finding the run it makes.
+
+Training never runs inside the Streamlit script: the page starts a worker, and the worker's
+run directory is the only channel back (its status.json carries the worker's pid).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError, resolve_config
+from .runs import RunInfo, RunStore, check_name, pid_alive, write_json_atomic
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Job:
+    pid: int
+    runs_dir: str
+    log: str
+    started: float
+
+
+def validate(cfg: dict, data_root=None) -> dict:
+    """Everything `train` checks before it writes anything, without loading the data twice.
+
+    Returns the resolved config; raises ConfigError (or DatasetUnavailable) with one line.
+    """
+    from .datasets import availability, dataset_info
+    from .models import build_model
+    from .train import pick_device
+
+    cfg = resolve_config(cfg)
+    pick_device(cfg["train"]["device"])
+    ok, how = availability(cfg["data"]["dataset"], data_root)
+    if not ok:
+        raise ConfigError(f"data.dataset: {cfg['data']['dataset']!r} is not on this machine: {how}")
+    info = dataset_info(cfg["data"], data_root)
+    build_model(cfg["model"], info.shape, len(info.classes))
+    return cfg
+
+
+def start_training(cfg: dict, runs_dir="runs", name: str | None = None, data_root=None) -> Job:
+    """Validate, then start a worker process; returns at once."""
+    name = check_name(name)
+    cfg = validate(cfg, data_root)
+    runs = Path(runs_dir)
+    pending = runs / ".pending"
+    pending.mkdir(parents=True, exist_ok=True)
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{threading.get_ident() % 10000}"
+    cfg_path = pending / f"{stamp}.json"
+    write_json_atomic(cfg_path, cfg)
+    log_path = pending / f"{stamp}.log"
+    cmd = [sys.executable, "-m", "dlcore"]
+    if data_root:
+        cmd += ["--data-root", str(data_root)]
+    cmd += ["train", str(cfg_path), "--runs-dir", str(runs), "--no-progress"]
+    if name:
+        cmd += ["--name", name]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    # reap the worker when it ends, so that it never lingers as a zombie of the app
+    threading.Thread(target=proc.wait, daemon=True).start()
+    return Job(pid=proc.pid, runs_dir=str(runs), log=str(log_path), started=time.time())
+
+
+def find_run(job: Job) -> RunInfo | None:
+    """The run directory the job's worker created, once it exists."""
+    store = RunStore(job.runs_dir)
+    for r in store.list():
+        try:
+            st = json.loads((r.path / "status.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if st.get("pid") == job.pid:
+            return r
+    return None
+
+
+def job_state(job: Job) -> tuple[str, str | None]:
+    """('starting' | 'running' | 'ended', last error line of the worker's output or None)."""
+    if find_run(job) is not None:
+        return "running" if pid_alive(job.pid) else "ended", None
+    if pid_alive(job.pid):
+        return "starting", None
+    return "ended", last_error(job.log)
+
+
+def last_error(log_path: str) -> str | None:
+    try:
+        lines = Path(log_path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line[len("error:"):].strip()
+    return lines[-1] if lines else None
+
+
+def stop(runs_dir, run_id: str) -> None:
+    """Ask a run's worker to stop at its next batch (the STOP file, then SIGTERM)."""
+    import signal
+
+    store = RunStore(runs_dir)
+    store.request_stop(run_id)
+    try:
+        pid = json.loads((store.path(run_id) / "status.json").read_text()).get("pid")
+    except (OSError, ValueError):
+        return
+    if pid_alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+__all__ = ["Job", "validate", "start_training", "find_run", "job_state", "stop", "ConfigError"]
