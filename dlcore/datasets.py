@@ -192,7 +192,7 @@ def read_idx(path: Path) -> np.ndarray:
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise DatasetUnavailable(f"{path}: truncated idx file ({body.size} of {int(np.prod(dims))} bytes)")
-    return body.reshape(dims)
+    return body.reshape(dims).copy()   # writable, so tensors can share it safely
 
 
 def _idx_file(d: Path, stem: str) -> Path:
@@ -214,7 +214,7 @@ def _idx_dir(candidates) -> Path | None:
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """CIFAR-10's python batches are pickles: allow numpy arrays and plain values, nothing else."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -225,7 +225,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 def _cifar10(d: Path):
     def batch(stem):
         if (d / f"{stem}.bin").exists():   # the binary version: label byte + 3072 pixel bytes
-            rec = np.frombuffer((d / f"{stem}.bin").read_bytes(), dtype=np.uint8).reshape(-1, 3073)
+            rec = np.frombuffer((d / f"{stem}.bin").read_bytes(), dtype=np.uint8).reshape(-1, 3073).copy()
             return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
         with open(d / stem, "rb") as f:
             obj = _ArrayOnlyUnpickler(f, encoding="bytes").load()

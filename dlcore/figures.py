@@ -111,3 +111,35 @@ def class_counts_figure(counts: dict, height: int = 300) -> go.Figure:
                       yaxis_title="images", margin={"l": 50, "r": 20, "t": 20, "b": 40},
                       legend={"orientation": "h", "y": 1.1})
     return fig
+
+
+def upscale_images(images, size: int = 112) -> list[np.ndarray]:
+    """uint8 images [N, C, H, W] as HxWx3 pictures, enlarged by a whole factor (nearest).
+
+    A 28x28 digit shown at its own size is a smudge; pixel repetition keeps its edges sharp.
+    """
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[0] == 0:
+        return []
+    if x.dtype != np.uint8:
+        x = np.clip(np.round(x), 0, 255).astype(np.uint8)
+    if x.shape[1] == 1:
+        x = np.repeat(x, 3, axis=1)
+    scale = max(1, size // max(x.shape[2], x.shape[3]))
+    x = x.repeat(scale, axis=2).repeat(scale, axis=3)
+    return [np.ascontiguousarray(img.transpose(1, 2, 0)) for img in x]
+
+
+def layer_params_figure(rows: list[dict], height: int | None = None) -> go.Figure:
+    """Trainable parameters of each layer that has any, top to bottom in model order."""
+    rows = [r for r in rows if r.get("params")]
+    total = sum(r["params"] for r in rows) or 1
+    names = [f"{r['name']} ({r['type']})" for r in rows]
+    fig = go.Figure(go.Bar(
+        x=[r["params"] for r in rows], y=names, orientation="h", marker_color=PALETTE[0],
+        text=[f"{r['params'] / total:.1%}" for r in rows], textposition="auto",
+        hovertemplate="%{y}<br>%{x:,} parameters<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_layout(height=height or max(160, 60 + 24 * len(rows)), xaxis_title="parameters",
+                      margin={"l": 20, "r": 20, "t": 10, "b": 40})
+    return fig

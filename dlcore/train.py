@@ -96,6 +96,25 @@ def train(cfg: dict | None, runs_dir="runs", name: str | None = None, data_root=
     return run_dir
 
 
+class EarlyStopping:
+    """Watches validation loss; the patience counter resets whenever the loss improves."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.bad_epochs = patience, math.inf, 0
+
+    def step(self, val_loss: float) -> bool:
+        """Record an epoch; True when it improved on the best so far."""
+        if val_loss < self.best:
+            self.best, self.bad_epochs = val_loss, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+
 class Trainer:
     def __init__(self, cfg, run_dir: Path, device, splits, model, progress=True, log=print):
         self.cfg, self.run_dir, self.device, self.splits = cfg, Path(run_dir), device, splits
@@ -139,7 +158,7 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         self.write_status()
-        best_loss, bad_epochs, epoch = math.inf, 0, 0
+        early, epoch = EarlyStopping(t["patience"]), 0
         try:
             for epoch in range(1, t["epochs"] + 1):
                 started = time.perf_counter()
@@ -159,13 +178,10 @@ class Trainer:
                        "lr": self.optimizer.param_groups[0]["lr"],
                        "seconds": round(time.perf_counter() - started, 3)}
                 append_jsonl(self.run_dir / "metrics.jsonl", row)
-                improved = val_loss < best_loss
+                improved = early.step(val_loss)
                 if improved:
-                    best_loss, bad_epochs = val_loss, 0
                     self.save("best.pt", epoch, val_loss=val_loss)
                     self.status.update(best_epoch=epoch, best_val_loss=val_loss)
-                else:
-                    bad_epochs += 1
                 self.save("last.pt", epoch, val_loss=val_loss)
                 self.write_status(epoch=epoch, progress=None)
                 self.log(f"epoch {epoch:>3}/{t['epochs']}  train_loss {train_loss:.4f}  "
@@ -175,8 +191,8 @@ class Trainer:
                     self.write_status(state="stopped", finished_at=now_iso())
                     self.log(f"stopped after epoch {epoch}")
                     return
-                if t["patience"] and bad_epochs >= t["patience"]:
-                    self.log(f"early stopping: val_loss has not improved for {bad_epochs} epochs")
+                if early.should_stop:
+                    self.log(f"early stopping: val_loss has not improved for {early.bad_epochs} epochs")
                     self.status["early_stopped"] = epoch
                     break
             from .evaluate import evaluate_run

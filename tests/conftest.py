@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny real runs made by the engine, and an isolated runs directory."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# a few hundred samples, two epochs: each run takes a second or two on a CPU
+TINY = {"data": {"dataset": "mnist-5k", "limit": 400},
+        "model": {"arch": "dnn", "hidden_dims": [64, 32]},
+        "train": {"epochs": 2, "batch_size": 64, "seed": 1, "device": "cpu"}}
+TINY_CNN = {"data": {"dataset": "mnist-5k", "limit": 400},
+            "model": {"arch": "cnn", "blocks": [[8, 8], [16, 16]], "fc_dims": [32]},
+            "train": {"epochs": 2, "batch_size": 64, "seed": 2, "device": "cpu", "lr": 0.003}}
+
+
+def train_quietly(cfg, runs_dir, name=None, data_root=None):
+    from dlcore.train import train
+    return train(cfg, runs_dir=runs_dir, name=name, data_root=data_root, progress=False,
+                 log=lambda s: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs_master(tmp_path_factory):
+    """Two completed runs (a DNN and a CNN on mnist-5k), made once per test session."""
+    d = tmp_path_factory.mktemp("runs-master")
+    dnn = train_quietly(TINY, d, name="tiny dnn")
+    cnn = train_quietly(TINY_CNN, d, name="tiny cnn")
+    return d, dnn.name, cnn.name
+
+
+@pytest.fixture
+def tiny_runs(tiny_runs_master, tmp_path, monkeypatch):
+    """A private copy of the two tiny runs; DLCORE_RUNS points at it. Yields (dir, dnn_id, cnn_id)."""
+    src, dnn, cnn = tiny_runs_master
+    dst = tmp_path / "runs"
+    shutil.copytree(src, dst)
+    monkeypatch.setenv("DLCORE_RUNS", str(dst))
+    return dst, dnn, cnn
+
+
+@pytest.fixture
+def empty_runs(tmp_path, monkeypatch):
+    d = tmp_path / "runs"
+    d.mkdir()
+    monkeypatch.setenv("DLCORE_RUNS", str(d))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_root(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's data/ folder unless they set DLCORE_DATA."""
+    if "DLCORE_DATA" not in os.environ:
+        monkeypatch.setenv("DLCORE_DATA", str(tmp_path_factory.getbasetemp() / "data"))
