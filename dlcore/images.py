@@ -22,6 +22,9 @@ def open_image(data: bytes, name: str = "image"):
                          f"{MAX_BYTES // 2**20} MB is allowed")
     try:
         img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: the image is too large to decode safely; at most "
+                         f"{MAX_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (allowed: PNG, JPEG, BMP, GIF, WebP, TIFF)") from None
     except Exception as e:
