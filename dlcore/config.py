@@ -18,6 +18,7 @@ CELLS = ("rnn", "lstm", "gru")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,8 @@ TRAIN_DEFAULTS = {
     "patience": 3,
     "seed": 42,
     "device": "auto",
+    "precision": "auto",   # auto: bf16 autocast on a CUDA GPU that supports it, else fp32
+    "compile": False,      # torch.compile: costs more than it saves on short runs
 }
 
 
@@ -222,6 +225,8 @@ def _resolve_train(t) -> dict:
     _int("train.patience", out["patience"], 0, 10000)
     _int("train.seed", out["seed"], 0, 2**32 - 1)
     _choice("train.device", out["device"], DEVICES)
+    _choice("train.precision", out["precision"], PRECISIONS)
+    _bool("train.compile", out["compile"])
     return out
 
 

@@ -19,11 +19,13 @@ GALLERY_SIZE = 36
 ROC_POINTS = 200
 
 
-def predict_logits(model, x_u8: torch.Tensor, mean, std, device, batch: int = EVAL_BATCH):
+def predict_logits(model, x_u8: torch.Tensor, mean, std, device, batch: int = EVAL_BATCH,
+                   amp_dtype=None):
     """Logits for uint8 images [N,C,H,W], in large batches under inference mode."""
     model.eval()
     out = []
-    with torch.inference_mode():
+    from .train import autocast
+    with torch.inference_mode(), autocast(device, amp_dtype):
         for i in range(0, len(x_u8), batch):
             x = x_u8[i:i + batch].to(device, non_blocking=True).float().div_(255.0)
             out.append(model(normalize(x, mean, std)).float())
@@ -111,9 +113,11 @@ def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) 
     ckpt = load_checkpoint(path)
     model, _ = load_model(ckpt, device)
     cfg = ckpt["config"]
+    from .train import autocast_dtype
+    amp = autocast_dtype(cfg["train"].get("precision", "auto"), torch.device(device))
     if splits is None:
         splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)
-    logits = predict_logits(model, splits.test_x, ckpt["mean"], ckpt["std"], device)
+    logits = predict_logits(model, splits.test_x, ckpt["mean"], ckpt["std"], device, amp_dtype=amp)
     probs = torch.softmax(logits, 1).cpu().numpy()
     result = compute_metrics(splits.test_y.numpy(), probs, ckpt["classes"])
     result["checkpoint"] = path.name
