@@ -1,0 +1,24 @@
+"""The dashboard's entry: page config, navigation over the pages, and the shared sidebar.
+
+Start it with `streamlit run app.py`. Runs live in $DLCORE_RUNS (default runs/), full
+datasets in $DLCORE_DATA (default data/).
+"""
+import streamlit as st
+
+from pages.common import init_state, sidebar
+
+st.set_page_config(page_title="DL dashboard", page_icon=":material/neurology:", layout="wide")
+init_state()
+
+PAGES = [
+    st.Page("pages/data.py", title="Data", icon=":material/dataset:", default=True),
+    st.Page("pages/model.py", title="Model", icon=":material/account_tree:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+]
+
+page = st.navigation(PAGES)
+sidebar()
+page.run()

@@ -1,0 +1,66 @@
+"""Shared pieces of the views: settings in session state, cached engine calls, the sidebar.
+
+Everything here is a thin wrapper over dlcore; nothing imports torch directly.
+"""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from dlcore.config import default_config
+from dlcore.runs import RunStore
+
+
+def init_state() -> None:
+    """Settings every page reads; set once per browser session."""
+    st.session_state.setdefault("runs_dir", os.environ.get("DLCORE_RUNS") or "runs")
+    st.session_state.setdefault("data_root", os.environ.get("DLCORE_DATA") or "data")
+    # the config being built across Data, Model and Train
+    st.session_state.setdefault("config", default_config("dnn"))
+
+
+def runs_dir() -> str:
+    init_state()
+    return st.session_state["runs_dir"]
+
+
+def data_root() -> str:
+    init_state()
+    return st.session_state["data_root"]
+
+
+def store() -> RunStore:
+    return RunStore(runs_dir())
+
+
+def config() -> dict:
+    """The session's working config (data, model, train sections)."""
+    init_state()
+    return st.session_state["config"]
+
+
+def run_label(r) -> str:
+    name = r.name or r.id
+    extra = f" · {r.dataset}/{r.arch}" if r.dataset else ""
+    return f"{name}{extra} · {r.state}"
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.caption("Runs directory")
+        st.code(os.path.abspath(runs_dir()), language=None)
+        _active_runs()
+
+
+def _active_runs() -> None:
+    active = store().active()
+    if not active:
+        st.caption("No run in progress.")
+        return
+    st.caption("In progress")
+    for r in active:
+        p = r.progress or {}
+        frac = p.get("fraction")
+        label = f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
+        st.progress(min(max((r.epoch + (frac or 0)) / max(r.epochs, 1), 0.0), 1.0), text=label)

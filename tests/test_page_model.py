@@ -1,0 +1,131 @@
+"""The Model page: architecture controls, presets, parameter counts and clear errors."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from dlcore.config import default_config
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def open_model_page(dataset=None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if dataset:
+        cfg = default_config("dnn")
+        cfg["data"]["dataset"] = dataset
+        at.session_state["config"] = cfg
+    at.run()
+    at.switch_page("pages/model.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def trainable(at) -> str:
+    return next(m.value for m in at.metric if m.label == "Trainable parameters")
+
+
+def click(at, label):
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+
+
+def test_default_is_the_tutorial_dnn(empty_runs):
+    at = open_model_page()
+    assert trainable(at) == "569,226"
+    assert at.dataframe, "per-layer table"
+    assert at.get("plotly_chart"), "parameters per layer"
+    assert at.session_state["config"]["model"]["hidden_dims"] == [512, 256, 128]
+
+
+def test_cnn_width_changes_the_parameter_count(empty_runs):
+    at = open_model_page()
+    at.segmented_control(key="model_arch").set_value("cnn").run()
+    before = trainable(at)
+    at.text_input(key="model_cnn_blocks").input("32, 32; 64, 96").run()
+    assert not at.exception
+    after = trainable(at)
+    assert before != after
+    model = at.session_state["config"]["model"]
+    assert model["arch"] == "cnn" and model["blocks"] == [[32, 32], [64, 96]]
+
+
+def test_tutorial_cnn_preset_on_cifar10_shape(empty_runs):
+    at = open_model_page("cifar10")
+    click(at, "Tutorial CNN")
+    assert trainable(at) == "9,457,962"
+    assert at.text_input(key="model_cnn_fc").value == "2048, 256"
+    assert at.toggle(key="model_cnn_batchnorm").value is False
+    click(at, "Tutorial DNN")
+    assert at.session_state["config"]["model"]["arch"] == "dnn"
+
+
+def test_tutorial_cnn_on_mnist_says_which_shape_it_counts(empty_runs):
+    at = open_model_page()
+    click(at, "Tutorial CNN")
+    assert trainable(at) != "9,457,962"
+    assert any("9,457,962" in c.value and "mnist-5k" in c.value for c in at.caption)
+
+
+def test_bad_layer_list_is_an_error_not_an_exception(empty_runs):
+    at = open_model_page()
+    at.text_input(key="model_dnn_hidden").input("512, abc").run()
+    assert not at.exception
+    assert "'abc'" in at.error[0].value and "Hidden layer widths" in at.error[0].value
+    assert not at.metric
+    assert at.session_state["config"]["model"]["hidden_dims"] == [512, 256, 128], "last valid kept"
+    at.text_input(key="model_dnn_hidden").input("64, 0").run()
+    assert not at.exception and at.error
+
+
+def test_too_many_cnn_blocks_for_digits(empty_runs):
+    at = open_model_page("digits")
+    at.segmented_control(key="model_arch").set_value("cnn").run()
+    at.text_input(key="model_cnn_blocks").input("8, 8; 8, 8; 8, 8; 8, 8").run()
+    assert not at.exception
+    assert "at most 3 blocks" in at.error[0].value
+
+
+def test_huge_model_is_refused_before_building(empty_runs):
+    at = open_model_page()
+    at.text_input(key="model_dnn_hidden").input("65536, 65536").run()
+    assert not at.exception
+    assert "parameters" in at.error[0].value
+
+
+def test_resnet_and_rnn_controls(empty_runs):
+    at = open_model_page()
+    at.segmented_control(key="model_arch").set_value("resnet").run()
+    resnet = trainable(at)
+    at.text_input(key="model_resnet_stages").input("1, 1").run()
+    assert trainable(at) != resnet
+    at.segmented_control(key="model_arch").set_value("rnn").run()
+    rnn = trainable(at)
+    at.toggle(key="model_rnn_bidirectional").set_value(True).run()
+    at.selectbox(key="model_init").set_value("xavier").run()
+    assert not at.exception and trainable(at) != rnn
+    model = at.session_state["config"]["model"]
+    assert model["arch"] == "rnn" and model["bidirectional"] and model["init"] == "xavier"
+
+
+def test_edits_survive_switching_architecture_and_page(empty_runs):
+    at = open_model_page()
+    at.text_input(key="model_dnn_hidden").input("100, 50").run()
+    at.segmented_control(key="model_arch").set_value("cnn").run()
+    at.segmented_control(key="model_arch").set_value("dnn").run()
+    assert at.text_input(key="model_dnn_hidden").value == "100, 50"
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/model.py").run()
+    assert not at.exception
+    assert at.text_input(key="model_dnn_hidden").value == "100, 50"
+    assert trainable(at) == f"{784 * 100 + 100 + 200 + 100 * 50 + 50 + 100 + 50 * 10 + 10:,}"
+
+
+def test_folder_dataset_without_a_folder_points_to_the_data_page(empty_runs):
+    at = AppTest.from_file(APP, default_timeout=60)
+    cfg = default_config("dnn")
+    cfg["data"].update({"dataset": "folder", "root": None})
+    at.session_state["config"] = cfg
+    at.run()
+    at.switch_page("pages/model.py").run()
+    assert not at.exception
+    assert "Data page" in at.error[0].value and "folder" in at.error[0].value
