@@ -1,4 +1,4 @@
-"""`python -m dlcore <command>`: datasets, summary, train, evaluate, predict, runs, download.
+"""`python -m dlcore <command>`: datasets, summary, train, evaluate, predict, runs, bench, download.
 
 Invalid input exits non-zero with one line on stderr naming the field and what is allowed.
 """
@@ -50,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("runs", help="list saved runs")
     r.add_argument("--runs-dir", default="runs", help="where runs are kept (default: runs/)")
+
+    b = sub.add_parser("bench", help="training throughput: the tutorial loop against the engine's")
+    b.add_argument("--arch", choices=["dnn", "cnn", "resnet", "rnn"], action="append",
+                   help="only this architecture (repeatable; default: all four)")
+    b.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    b.add_argument("--seconds", type=float, default=3.0,
+                   help="time per measured figure, in seconds (default: 3)")
+    b.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                   help="device (default: auto)")
+    b.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
+    b.add_argument("--time-to-accuracy", nargs="?", type=float, const=0.925, metavar="ACC",
+                   help="also time training to this test accuracy on Fashion-MNIST "
+                        "(default 0.925)")
 
     d = sub.add_parser("download", help="download mnist, fashion-mnist or cifar10 (needs internet)")
     d.add_argument("dataset", help="mnist, fashion-mnist or cifar10")
@@ -168,6 +181,21 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    from .config import ConfigError
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds: {args.seconds:g} is out of range; allowed: more than 0")
+    if args.time_to_accuracy is not None and not 0 < args.time_to_accuracy < 1:
+        raise ConfigError(f"--time-to-accuracy: {args.time_to_accuracy:g} is out of range; "
+                          "allowed: between 0 and 1 (e.g. 0.925)")
+    run_bench(args.arch or ["dnn", "cnn", "resnet", "rnn"], seconds=args.seconds,
+              json_path=args.json, tta=args.time_to_accuracy, data_root=args.data_root,
+              device=args.device, compile_model=args.compile, log=lambda s: print(s, flush=True))
+    return 0
+
+
 def cmd_download(args) -> int:
     from .datasets import download
 
@@ -188,4 +216,4 @@ def _run_dir(path: str) -> Path:
 
 COMMANDS = {"datasets": cmd_datasets, "summary": cmd_summary, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
-            "download": cmd_download}
+            "bench": cmd_bench, "download": cmd_download}

@@ -251,8 +251,11 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
-    def train_epoch(self, epoch: int):
-        """One pass over a fresh permutation; returns (loss, acc, finished)."""
+    def train_epoch(self, epoch: int, max_batches: int | None = None):
+        """One pass over a fresh permutation; returns (loss, acc, finished).
+
+        `max_batches` cuts the pass short (the benchmark times a fixed number of steps).
+        """
         t, aug = self.cfg["train"], self.cfg["data"]["augment"]
         bs, n = t["batch_size"], len(self.train_y)
         self.model.train()
@@ -263,7 +266,7 @@ class Trainer:
         check_each_batch = self.device.type == "cpu"
         bar = _bar(self.batches, f"epoch {epoch}", self.show_bar)
         try:
-            for b in range(self.batches):
+            for b in range(min(self.batches, max_batches or self.batches)):
                 idx = perm[b * bs:(b + 1) * bs]
                 if len(idx) < 2 and b > 0:
                     break   # BatchNorm cannot train on a batch of one
