@@ -1,0 +1,172 @@
+"""Compare page: saved runs side by side (curves, config differences, final metrics,
+confusion matrices), and renaming or deleting runs.
+"""
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dlcore.compare import compare_runs
+from dlcore.config import ConfigError
+from dlcore.figures import confusion_matrix_figure, learning_curves
+from pages.common import run_label, store
+
+MATRICES_PER_ROW = 3
+BEST_STYLE = "background-color: rgba(33, 195, 84, 0.25); font-weight: bold"
+
+st.title("Compare runs")
+
+
+def show_flash() -> None:
+    """A message left by the action that caused this rerun (rename, delete)."""
+    msg = st.session_state.pop("compare_flash", None)
+    if msg:
+        st.success(msg, icon=":material/check:")
+
+
+def as_text(v) -> str:
+    # config values mix numbers, lists and text: one string type keeps the table printable;
+    # None is a key the other architecture does not have
+    return "—" if v is None else v if isinstance(v, str) else json.dumps(v)
+
+
+def metrics_table(res: dict):
+    """Final metrics, one column per run, the best value of each row highlighted."""
+    df = pd.DataFrame(res["metrics"]).set_index("metric")
+    df = df.apply(pd.to_numeric, errors="coerce")
+
+    def highlight(row):
+        best = res["best_of"].get(row.name)
+        return [BEST_STYLE if col == best else "" for col in row.index]
+
+    style = df.style.apply(highlight, axis=1).format(precision=4, na_rep="—")
+    for row, fmt in (("epochs run", "{:.0f}"), ("training time (s)", "{:.1f}")):
+        if row in df.index:
+            style = style.format(fmt, subset=pd.IndexSlice[[row], :], na_rep="—")
+    return style
+
+
+def show_comparison(res: dict) -> None:
+    labels = res["labels"]
+    st.subheader("Learning curves")
+    st.caption("Train dashed, validation solid; a star marks each run's best epoch "
+               "(lowest validation loss).")
+    st.plotly_chart(learning_curves(res["curves"], res["best_epochs"]), width="stretch",
+                    key="compare_curves")
+
+    st.subheader("Config differences")
+    if res["config_diff"]:
+        diff = pd.DataFrame({lab: {k: as_text(v[lab]) for k, v in res["config_diff"].items()}
+                             for lab in labels})
+        diff.index.name = "setting"
+        st.dataframe(diff, width="stretch")
+    else:
+        st.caption("The configs are identical.")
+    with st.expander("Full configs"):
+        for col, lab in zip(st.columns(len(labels)), labels):
+            col.markdown(f"**{lab}**")
+            col.json(res["configs"][lab], expanded=True)
+
+    st.subheader("Final metrics")
+    st.caption("Test metrics come from each run's eval.json; the best value of each row is "
+               "highlighted.")
+    st.dataframe(metrics_table(res), width="stretch")
+
+    st.subheader("Confusion matrices")
+    normalized = st.toggle("Normalise rows", key="compare_cm_norm",
+                           help="Each row as fractions of its true class instead of counts.")
+    per_row = min(len(labels), MATRICES_PER_ROW)
+    for start in range(0, len(labels), per_row):
+        row = labels[start:start + per_row]
+        for col, lab in zip(st.columns(per_row), row):
+            ev = res["evals"].get(lab)
+            with col:
+                if not ev or not ev.get("confusion_matrix"):
+                    st.info(f"**{lab}**: no evaluation yet (no eval.json); evaluate it on the "
+                            "Evaluate page.")
+                    continue
+                st.plotly_chart(confusion_matrix_figure(ev["confusion_matrix"], ev["classes"],
+                                                        normalized=normalized, title=lab,
+                                                        height=420),
+                                width="stretch", key=f"compare_cm_{start}_{lab}")
+
+
+def rename(run_id: str) -> None:
+    name = st.session_state.get(f"compare_new_name_{run_id}", "")
+    try:
+        store().rename(run_id, name)
+    except ConfigError as e:
+        st.session_state["compare_manage_error"] = str(e)
+        return
+    st.session_state["compare_flash"] = (f"Renamed to “{name.strip()}”." if name.strip()
+                                         else "Name cleared; the run id is shown instead.")
+    st.session_state[f"compare_new_name_{run_id}"] = ""
+
+
+def delete(run_id: str) -> None:
+    try:
+        store().delete(run_id)
+    except ConfigError as e:
+        st.session_state["compare_manage_error"] = str(e)
+        return
+    st.session_state["compare_flash"] = f"Deleted run {run_id} and its files."
+
+
+def manage_runs(runs) -> None:
+    """Rename or delete one run; deleting asks for a tick first."""
+    by_id = {r.id: r for r in runs}
+    if st.session_state.get("compare_manage") not in by_id:
+        st.session_state.pop("compare_manage", None)
+    # keyed, so that it stays open while the messages above it come and go
+    with st.expander("Rename or delete a run", icon=":material/edit:", key="compare_manage_box"):
+        run_id = st.selectbox("Run", list(by_id), key="compare_manage",
+                              format_func=lambda i: run_label(by_id[i]))
+        r = by_id[run_id]
+        err = st.session_state.pop("compare_manage_error", None)
+        if err:
+            st.error(err)
+        name_col, del_col = st.columns(2, gap="large")
+        with name_col:
+            # keyed by run, so that neither a typed name nor a tick carries over to another run
+            st.text_input("New name", key=f"compare_new_name_{run_id}",
+                          placeholder=r.name or r.id, max_chars=80,
+                          help="Shown everywhere instead of the run id; leave empty to show "
+                               "the id.")
+            st.button("Rename", key="compare_rename", on_click=rename, args=(run_id,))
+        with del_col:
+            sure = st.checkbox(f"Yes, delete {r.name or r.id} and all its files",
+                               key=f"compare_confirm_{run_id}")
+            st.button("Delete run", key="compare_delete", type="primary", disabled=not sure,
+                      icon=":material/delete:", on_click=delete, args=(run_id,))
+
+
+runs = store().list()
+show_flash()
+if not runs:
+    st.info("No saved runs yet: train a model on the Train page, then compare runs here.",
+            icon=":material/model_training:")
+    st.stop()
+
+by_id = {r.id: r for r in runs}
+# drop runs deleted since the selection was made, before the widget reads its state
+kept = [i for i in st.session_state.get("compare_ids", []) if i in by_id]
+if "compare_ids" in st.session_state:
+    st.session_state["compare_ids"] = kept
+else:
+    st.session_state["compare_ids"] = [r.id for r in runs if r.state == "completed"][:2]
+ids = st.multiselect("Runs to compare", list(by_id), key="compare_ids",
+                     format_func=lambda i: run_label(by_id[i]),
+                     placeholder="Choose two or more runs")
+manage_runs(runs)
+
+if len(ids) < 2:
+    st.info("Choose two or more runs to compare them.", icon=":material/compare:")
+    st.stop()
+
+res = compare_runs(store(), ids)
+for run_id, why in res["problems"].items():
+    st.warning(f"{run_label(by_id[run_id])} cannot be compared: {why}")
+if len(res["labels"]) < 2:
+    st.info("Fewer than two of the chosen runs can be read: choose another.")
+    st.stop()
+show_comparison(res)

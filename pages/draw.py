@@ -1,0 +1,152 @@
+"""Draw page: draw a digit (or upload an image) and watch a saved run classify it as you draw.
+
+The drawing is prepared the way the run's dataset was (dlcore.predict), and the page shows
+the very image the model read.
+"""
+import streamlit as st
+from streamlit_drawable_canvas import st_canvas
+
+from dlcore.augment import image_grid
+from dlcore.config import ConfigError
+from dlcore.figures import probability_bars
+from dlcore.images import ImageError, open_image
+from dlcore.predict import can_draw, predict
+from dlcore.runs import CheckpointError
+from pages.common import run_label, store
+
+CANVAS_SIZE = 280          # ten canvas pixels per MNIST pixel
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]
+PREDICT_ERRORS = (ImageError, CheckpointError, ConfigError, OSError)
+
+st.title("Draw")
+st.session_state.setdefault("draw_canvas_n", 0)
+
+
+def drawable_runs():
+    """Runs with a checkpoint, split into those that can read a drawing and those that cannot."""
+    offered, refused = [], []
+    for r in store().list():
+        if r.damaged or not (r.has_best or r.has_last):
+            continue
+        try:
+            ok, why = can_draw(store().config(r.id))
+        except (OSError, ValueError) as e:
+            ok, why = False, f"its config cannot be read ({e})"
+        (offered if ok else refused).append((r, why))
+    return offered, refused
+
+
+def show_prediction(result: dict, key: str) -> None:
+    """The predicted class big, its probability, all class probabilities, and what the model saw."""
+    top, seen = st.columns([1, 1])
+    top.metric("Predicted class", str(result["class"]))
+    top.metric("Probability", f"{result['probability']:.1%}")
+    seen_img = result["seen"]
+    scale = max(1, 168 // max(seen_img.shape[1:]))
+    h, w = seen_img.shape[1:]
+    seen.image(image_grid(seen_img[None], ncols=1, scale=scale, pad=0),
+               caption=f"what the model sees ({h}x{w})")
+    st.plotly_chart(probability_bars(result["probs"], result["classes"], height=280),
+                    width="stretch", key=f"bars_{key}")
+
+
+def predict_one(run_dir, image):
+    """One prediction, or None after showing why it failed."""
+    try:
+        return predict(run_dir, [image])[0]
+    except PREDICT_ERRORS as e:
+        st.error(str(e))
+        return None
+
+
+def clear_canvas() -> None:
+    # a new key mounts a fresh, empty canvas
+    st.session_state["draw_canvas_n"] += 1
+
+
+@st.fragment
+def draw_panel(run_dir) -> None:
+    """Canvas and live prediction; a fragment so that each stroke reruns only this part."""
+    left, right = st.columns([1, 1.3], gap="large")
+    with left:
+        # the canvas's own toolbar floats just above it: leave it room, controls go below
+        st.space(24)
+        dark = st.session_state.get("draw_dark", False)
+        canvas = st_canvas(
+            stroke_width=st.session_state.get("draw_brush", 18),
+            stroke_color="#ffffff" if dark else "#000000",
+            background_color="#000000" if dark else "#ffffff",
+            update_streamlit=True,    # send the drawing on every stroke: live prediction
+            height=CANVAS_SIZE, width=CANVAS_SIZE, drawing_mode="freedraw",
+            return_image_data=True,
+            key=f"draw_canvas_{st.session_state['draw_canvas_n']}_{'dark' if dark else 'light'}")
+        st.button("Clear", icon=":material/ink_eraser:", on_click=clear_canvas, key="draw_clear")
+        st.slider("Brush width", 6, 40, 18, key="draw_brush")
+        st.toggle("White ink on black", key="draw_dark",
+                  help="Either way works: dark ink on a light background is inverted to "
+                       "MNIST's light-on-dark before the model reads it. Switching clears "
+                       "the canvas.")
+    with right:
+        objects = (canvas.json_data or {}).get("objects") or []
+        pixels = canvas.image_data
+        if not objects or pixels is None:
+            st.info("Draw a digit on the canvas with the mouse; the prediction updates after "
+                    "every stroke.", icon=":material/draw:")
+            return
+        result = predict_one(run_dir, pixels)
+        if result is not None and not result["seen"].any():
+            st.info("The canvas looks empty: draw a little bigger or with more ink.")
+        elif result is not None:
+            show_prediction(result, "canvas")
+
+
+def upload_panel(run_dir) -> None:
+    left, right = st.columns([1, 1.3], gap="large")
+    with left:
+        up = st.file_uploader("Image to classify", type=UPLOAD_TYPES, key="draw_upload",
+                              help="A digit photographed or scanned; dark on light or light on "
+                                   "dark both work.")
+    if up is None:
+        right.info("Upload a PNG, JPEG, BMP, GIF or WebP image.", icon=":material/upload:")
+        return
+    try:
+        img = open_image(up.getvalue(), name=up.name)
+    except ImageError as e:
+        right.error(str(e))
+        return
+    left.image(img, caption=up.name, width=200)
+    with right:
+        result = predict_one(run_dir, img)
+        if result is not None:
+            show_prediction(result, "upload")
+
+
+offered, refused = drawable_runs()
+if refused:
+    with st.expander(f"{len(refused)} run(s) not offered here"):
+        for r, why in refused:
+            st.markdown(f"- **{r.name or r.id}** ({r.dataset}/{r.arch}): {why}.")
+if not offered:
+    st.info("No run that reads drawings yet: train a model on mnist-5k, MNIST, digits or "
+            "Fashion-MNIST on the Train page, then come back to draw for it.",
+            icon=":material/model_training:")
+    st.stop()
+
+by_id = {r.id: r for r, _ in offered}
+why_of = {r.id: why for r, why in offered}
+ids = list(by_id)
+if st.session_state.get("draw_run") not in by_id:
+    st.session_state.pop("draw_run", None)
+default = next((i for i, r in enumerate(by_id.values()) if r.state == "completed"), 0)
+run_id = st.selectbox("Run", ids, index=default, key="draw_run",
+                      format_func=lambda i: run_label(by_id[i]))
+chosen = by_id[run_id]
+st.caption(why_of[run_id].capitalize() +
+           (f" · best val accuracy {chosen.best_val_acc:.1%}" if chosen.best_val_acc is not None
+            else ""))
+
+draw_tab, upload_tab = st.tabs(["Draw", "Upload an image"])
+with draw_tab:
+    draw_panel(chosen.path)
+with upload_tab:
+    upload_panel(chosen.path)

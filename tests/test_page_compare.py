@@ -1,0 +1,118 @@
+"""Compare page: two runs side by side, renaming and deleting runs."""
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def compare_page(ids=None):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    if ids is not None:
+        at.multiselect(key="compare_ids").set_value(ids).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def chart_titles(at) -> list[str]:
+    out = []
+    for chart in at.get("plotly_chart"):
+        title = json.loads(chart.proto.spec).get("layout", {}).get("title")
+        out.append((title or {}).get("text", "") if isinstance(title, dict) else title or "")
+    return out
+
+
+def test_two_runs_side_by_side(tiny_runs):
+    _, dnn, cnn = tiny_runs
+    at = compare_page([dnn, cnn])
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3                                  # curves + two confusion matrices
+    curves = json.loads(charts[0].proto.spec)
+    names = {t.get("name") for t in curves["data"]}
+    assert {"tiny dnn · val", "tiny cnn · val", "tiny dnn · train"} <= names
+    assert chart_titles(at)[1:] == ["tiny dnn", "tiny cnn"]
+
+    diff = at.dataframe[0].value
+    assert list(diff.columns) == ["tiny dnn", "tiny cnn"]
+    assert diff.loc["model.arch"].tolist() == ["dnn", "cnn"]
+    metrics = at.dataframe[1].value
+    assert {"test accuracy", "F1 (macro)", "best val loss"} <= set(metrics.index)
+    assert metrics.loc["test accuracy"].between(0, 1).all()
+    assert any(e.label == "Full configs" for e in at.expander)
+
+
+def test_best_value_of_each_row_is_highlighted(tiny_runs):
+    _, dnn, cnn = tiny_runs
+    at = compare_page([dnn, cnn])
+    styled = at.dataframe[1].proto.arrow_data.styler.styles
+    assert "font-weight: bold" in styled
+
+
+def test_one_run_shows_hint(tiny_runs):
+    _, dnn, _ = tiny_runs
+    at = compare_page([dnn])
+    assert any("two or more runs" in i.value for i in at.info)
+    assert not at.get("plotly_chart") and not at.dataframe
+
+
+def test_run_without_evaluation_says_so(tiny_runs):
+    runs_dir, dnn, cnn = tiny_runs
+    (runs_dir / dnn / "eval.json").unlink()
+    at = compare_page([dnn, cnn])
+    assert len(at.get("plotly_chart")) == 2
+    assert any("tiny dnn" in i.value and "no evaluation yet" in i.value for i in at.info)
+    assert pd.isna(at.dataframe[1].value.loc["test accuracy", "tiny dnn"])
+
+
+def test_rename_changes_the_label_everywhere(tiny_runs):
+    _, dnn, cnn = tiny_runs
+    at = compare_page([dnn, cnn])
+    at.selectbox(key="compare_manage").set_value(dnn).run()
+    at.text_input(key=f"compare_new_name_{dnn}").input("baseline mlp")
+    at.button(key="compare_rename").click().run()
+    assert not at.exception, at.exception
+    assert any("baseline mlp" in s.value for s in at.success)
+    assert "baseline mlp · mnist-5k/dnn · completed" in at.multiselect(key="compare_ids").options
+    assert list(at.dataframe[0].value.columns) == ["baseline mlp", "tiny cnn"]
+    assert "baseline mlp" in chart_titles(at)
+
+
+def test_delete_asks_for_confirmation_then_removes_the_run(tiny_runs):
+    runs_dir, dnn, cnn = tiny_runs
+    at = compare_page([dnn, cnn])
+    at.selectbox(key="compare_manage").set_value(cnn).run()
+    assert at.button(key="compare_delete").disabled         # nothing happens without the tick
+
+    at.checkbox(key=f"compare_confirm_{cnn}").check().run()
+    assert not at.button(key="compare_delete").disabled
+    at.button(key="compare_delete").click().run()
+    assert not at.exception, at.exception
+    assert not (runs_dir / cnn).exists()
+    assert any("Deleted" in s.value for s in at.success)
+    assert at.multiselect(key="compare_ids").value == [dnn]
+    assert any("two or more runs" in i.value for i in at.info)
+
+
+def test_deleting_a_running_run_is_refused(tiny_runs):
+    runs_dir, dnn, cnn = tiny_runs
+    status = json.loads((runs_dir / cnn / "status.json").read_text())
+    status.update(state="running", pid=os.getpid())
+    (runs_dir / cnn / "status.json").write_text(json.dumps(status))
+    at = compare_page([dnn])
+    at.selectbox(key="compare_manage").set_value(cnn).run()
+    at.checkbox(key=f"compare_confirm_{cnn}").check().run()
+    at.button(key="compare_delete").click().run()
+    assert not at.exception, at.exception
+    assert any("still training" in e.value for e in at.error)
+    assert (runs_dir / cnn).is_dir()
+
+
+def test_no_runs_explains_what_to_do(empty_runs):
+    at = compare_page()
+    assert any("Train page" in i.value for i in at.info)
+    assert not at.multiselect
