@@ -64,3 +64,20 @@ def _active_runs() -> None:
         frac = p.get("fraction")
         label = f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
         st.progress(min(max((r.epoch + (frac or 0)) / max(r.epochs, 1), 0.0), 1.0), text=label)
+
+
+def route_through_app() -> None:
+    """Make sure this page runs under app.py's router.
+
+    A folder named pages/ beside app.py puts a fresh Streamlit server in its older automatic
+    multipage mode until app.py's st.navigation has run once; a deep link such as /train
+    opened first after start-up would run the page on its own (no sidebar, no settings).
+    Leaving that mode and rerunning hands the request to app.py, which routes it.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:     # a Streamlit without the legacy mode
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

@@ -9,7 +9,9 @@ import streamlit as st
 from dlcore.compare import compare_runs
 from dlcore.config import ConfigError
 from dlcore.figures import confusion_matrix_figure, learning_curves
-from pages.common import run_label, store
+from pages.common import route_through_app, run_label, store
+
+route_through_app()
 
 MATRICES_PER_ROW = 3
 BEST_STYLE = "background-color: rgba(33, 195, 84, 0.25); font-weight: bold"

@@ -11,7 +11,9 @@ from dlcore.config import ConfigError, resolve_config
 from dlcore.figures import class_counts_figure
 from dlcore.images import ImageError
 from dlcore.preview import augmented_batch, raw_samples
-from pages.common import config, data_root
+from pages.common import config, data_root, route_through_app
+
+route_through_app()
 
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 SHOWN = 32          # images drawn from a mini-batch; bigger batches only change the shape

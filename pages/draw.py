@@ -12,7 +12,9 @@ from dlcore.figures import probability_bars
 from dlcore.images import ImageError, open_image
 from dlcore.predict import can_draw, predict
 from dlcore.runs import CheckpointError
-from pages.common import run_label, store
+from pages.common import route_through_app, run_label, store
+
+route_through_app()
 
 CANVAS_SIZE = 280          # ten canvas pixels per MNIST pixel
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]

@@ -10,7 +10,9 @@ from dlcore.config import ACTIVATIONS, ARCHS, CELLS, INITS, ConfigError, resolve
 from dlcore.datasets import BUILTIN, DatasetUnavailable, dataset_info
 from dlcore.figures import layer_params_figure
 from dlcore.models import build_model, summarize
-from pages.common import config, data_root
+from pages.common import config, data_root, route_through_app
+
+route_through_app()
 
 ARCH_LABELS = {"dnn": "DNN", "cnn": "CNN", "resnet": "ResNet", "rnn": "RNN"}
 INIT_HELP = ("default: PyTorch's own; gaussian: normal, std 1; xavier: xavier_normal_; "
