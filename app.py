@@ -5,10 +5,11 @@ datasets in $DLCORE_DATA (default data/).
 """
 import streamlit as st
 
-from pages.common import init_state, sidebar
+from pages.common import ROUTED_KEY, init_state, sidebar
 
 st.set_page_config(page_title="DL dashboard", page_icon=":material/neurology:", layout="wide")
 init_state()
+st.session_state[ROUTED_KEY] = True
 
 PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/dataset:", default=True),

@@ -12,6 +12,9 @@ from dlcore.config import default_config
 from dlcore.runs import RunStore
 
 
+ROUTED_KEY = "_served_by_router"
+
+
 def init_state() -> None:
     """Settings every page reads; set once per browser session."""
     st.session_state.setdefault("runs_dir", os.environ.get("DLCORE_RUNS") or "runs")
@@ -72,8 +75,11 @@ def route_through_app() -> None:
     A folder named pages/ beside app.py puts a fresh Streamlit server in its older automatic
     multipage mode until app.py's st.navigation has run once; a deep link such as /train
     opened first after start-up would run the page on its own (no sidebar, no settings).
-    Leaving that mode and rerunning hands the request to app.py, which routes it.
+    Leaving that mode and rerunning hands the request to app.py, which routes it. Only for a
+    session that app.py has never served: a rerun drops the widget event that caused this run.
     """
+    if st.session_state.get(ROUTED_KEY):
+        return
     try:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:     # a Streamlit without the legacy mode
