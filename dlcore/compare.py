@@ -1,7 +1,7 @@
 """Side-by-side views of saved runs: what differs in their configs, and their final figures."""
 from __future__ import annotations
 
-from .config import diff_configs
+from .config import ConfigError, diff_configs
 from .runs import RunStore
 
 METRIC_ROWS = (   # (key, label, higher is better)
@@ -20,11 +20,15 @@ METRIC_ROWS = (   # (key, label, higher is better)
 def compare_runs(store: RunStore, run_ids: list[str]) -> dict:
     """Curves, config differences and final metrics of the runs, in the order given.
 
-    Damaged runs are reported in `problems` and left out of the rest.
+    Damaged or vanished runs are reported in `problems` and left out of the rest.
     """
     labels, curves, best_epochs, configs, metrics, problems, evals = [], {}, {}, [], [], {}, {}
     for run_id in run_ids:
-        info = store.get(run_id)
+        try:
+            info = store.get(run_id)
+        except ConfigError as e:          # deleted meanwhile, e.g. from another tab
+            problems[run_id] = str(e)
+            continue
         if info.damaged:
             problems[run_id] = info.damaged
             continue

@@ -93,6 +93,10 @@ def dataset_info(data_cfg: dict | str, data_root=None) -> DatasetInfo:
                        channels == 1)
 
 
+def _how_to_get(name: str, root: Path) -> str:
+    return BUILTIN[name].how_to_get.replace("DATA_ROOT", str(root.resolve()))
+
+
 def availability(name: str, data_root=None) -> tuple[bool, str]:
     """(available now, where it is or how to get it)."""
     root = Path(data_root or default_data_root())
@@ -100,15 +104,15 @@ def availability(name: str, data_root=None) -> tuple[bool, str]:
         return True, BUILTIN[name].source
     if name == "mnist":
         d = _idx_dir([root / "MNIST" / "raw"])
-        return (True, str(d)) if d else (False, BUILTIN[name].how_to_get)
+        return (True, str(d)) if d else (False, _how_to_get(name, root))
     if name == "fashion-mnist":
         d = _idx_dir([root / "FashionMNIST" / "raw", FASHION_SYSTEM_DIR])
-        return (True, str(d)) if d else (False, BUILTIN[name].how_to_get)
+        return (True, str(d)) if d else (False, _how_to_get(name, root))
     if name == "cifar10":
         for sub in ("cifar-10-batches-bin", "cifar-10-batches-py"):
             if (root / sub / "test_batch").exists() or (root / sub / "test_batch.bin").exists():
                 return True, str(root / sub)
-        return False, BUILTIN[name].how_to_get
+        return False, _how_to_get(name, root)
     if name == "folder":
         return True, "your own images: one sub-folder per class (set data.root)"
     raise ConfigError(f"data.dataset: unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
@@ -127,8 +131,9 @@ def download(name: str, data_root=None) -> str:
         for train in (True, False):
             classes[name](str(root), train=train, download=True)
     except Exception as e:  # network errors come in many types
-        raise DatasetUnavailable(f"{name}: download failed ({e.__class__.__name__}: {e}); "
-                                 f"{BUILTIN[name].how_to_get}") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise DatasetUnavailable(f"{name}: download failed ({e.__class__.__name__}: {first}); "
+                                 f"{_how_to_get(name, root)}") from None
     ok, where = availability(name, root)
     if not ok:
         raise DatasetUnavailable(f"{name}: downloaded, but the files were not found under {root}")

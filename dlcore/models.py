@@ -141,11 +141,52 @@ def list_models() -> list[str]:
     return list(MODELS)
 
 
+MAX_PARAMETERS = 200_000_000   # 0.8 GB of fp32 weights, ~3 GB with Adam's state and gradients
+
+
+def estimate_parameters(model_cfg: dict, in_shape, num_classes: int) -> int:
+    """The parameter count from the config alone, so oversized models are refused unbuilt."""
+    c, h, w = in_shape
+    arch = model_cfg["arch"]
+
+    def fc(widths):
+        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+    if arch == "dnn":
+        return fc([c * h * w, *model_cfg["hidden_dims"], num_classes])
+    if arch == "cnn":
+        total, ch = 0, c
+        for hidden, out in model_cfg["blocks"]:
+            total += 9 * ch * hidden + hidden + 9 * hidden * out + out
+            ch, h, w = out, max(h // 2, 1), max(w // 2, 1)
+        return total + fc([ch * h * w, *model_cfg["fc_dims"], num_classes])
+    if arch == "resnet":
+        width = model_cfg["base_width"]
+        total, ch = 9 * c * width + 2 * width, width
+        for i, n in enumerate(model_cfg["stage_blocks"]):
+            out = width * 2 ** i
+            total += 9 * ch * out + 9 * out * out + 4 * out + (18 * out * out + 4 * out) * (n - 1)
+            total += ch * out + 2 * out if (ch != out or i > 0) else 0    # projection shortcut
+            ch = out
+        return total + fc([ch, num_classes])
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[model_cfg["cell"]]
+    hid, dirs = model_cfg["hidden_size"], 2 if model_cfg["bidirectional"] else 1
+    total, n_in = 0, c * w
+    for _ in range(model_cfg["num_layers"]):
+        total += dirs * gates * (n_in * hid + hid * hid + 2 * hid)
+        n_in = hid * dirs
+    return total + fc([n_in, num_classes])
+
+
 def build_model(model_cfg: dict, in_shape, num_classes: int) -> nn.Module:
     """Build and initialise the model of a resolved `model` config."""
     arch = model_cfg.get("arch")
     if arch not in MODELS:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(MODELS)}")
+    estimate = estimate_parameters(model_cfg, tuple(in_shape), num_classes)
+    if estimate > MAX_PARAMETERS:
+        raise ConfigError(f"model: about {estimate:,} parameters for a {'x'.join(map(str, in_shape))} "
+                          f"input is too large; at most {MAX_PARAMETERS:,} (use fewer or narrower layers)")
     model = MODELS[arch](model_cfg, tuple(in_shape), num_classes)
     init_weights(model, model_cfg.get("init", "default"))
     return model

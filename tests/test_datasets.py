@@ -150,3 +150,34 @@ def test_a_broken_image_in_a_folder_names_the_file(tmp_path):
     (root / "cat" / "broken.png").write_bytes(b"not an image at all")
     with pytest.raises(DatasetUnavailable, match="broken.png"):
         load_arrays("folder", "unused", str(root), 16)
+
+
+def test_download_failure_is_one_line_saying_how_to_get_it(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    from dlcore.datasets import download
+
+    def offline(*a, **k):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://...\n")
+
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    with pytest.raises(DatasetUnavailable) as e:
+        download("mnist", tmp_path)
+    assert "\n" not in str(e.value) and "download failed" in str(e.value)
+    assert str(tmp_path.resolve()) in str(e.value)
+
+
+def test_download_fetches_with_torchvision_into_the_data_root(tmp_path, monkeypatch):
+    """torchvision's own download writes the raw idx files; here it writes small real ones."""
+    import torchvision.datasets as tvd
+
+    from dlcore.datasets import download
+
+    def fake_download(root, train, download):
+        assert download is True
+        write_mnist(Path(root))
+
+    monkeypatch.setattr(tvd, "MNIST", fake_download)
+    where = download("mnist", tmp_path)
+    assert where == str(tmp_path / "MNIST" / "raw")
+    assert load_arrays("mnist", str(tmp_path))[0].shape == (200, 1, 28, 28)
