@@ -18,7 +18,8 @@ from torch import nn
 from .config import resolve_config
 from .datasets import load_splits
 from .models import build_model
-from .train import Trainer, autocast_dtype, describe_device, pick_device
+from .devices import autocast_dtype, describe_device, pick_device
+from .train import Trainer
 
 BENCH_MODELS = {   # the tutorials' DNN, and the other three at their defaults
     "dnn": {"arch": "dnn"},

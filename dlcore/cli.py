@@ -1,4 +1,5 @@
-"""`python -m dlcore <command>`: datasets, summary, train, evaluate, predict, runs, bench, download.
+"""`python -m dlcore <command>`: datasets, summary, train, resume, evaluate, predict, runs, bench,
+download.
 
 Invalid input exits non-zero with one line on stderr naming the field and what is allowed.
 """
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--runs-dir", default="runs", help="where runs are kept (default: runs/)")
     t.add_argument("--name", default=None, help="a name for the run (shown by `runs`)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    rs = sub.add_parser("resume", help="continue a stopped or failed run from its last.pt")
+    rs.add_argument("run_dir", help="a run directory")
+    rs.add_argument("--epochs", type=int, default=None,
+                    help="new total number of epochs (default: the run's own)")
+    rs.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
     e = sub.add_parser("evaluate", help="(re)write RUN_DIR/eval.json and print it")
     e.add_argument("run_dir", help="a run directory, e.g. runs/20260101-120000-mnist")
@@ -146,6 +153,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_resume(args) -> int:
+    from .config import ConfigError
+    from .train import resume
+
+    if args.epochs is not None and not 1 <= args.epochs <= 10000:
+        raise ConfigError(f"--epochs: {args.epochs} is out of range; allowed: from 1 to 10000")
+    run_dir = resume(_run_dir(args.run_dir), data_root=args.data_root, epochs=args.epochs,
+                     progress=not args.no_progress and sys.stderr.isatty(),
+                     log=lambda s: print(s, flush=True))
+    print(run_dir, flush=True)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run
 
@@ -215,5 +235,6 @@ def _run_dir(path: str) -> Path:
 
 
 COMMANDS = {"datasets": cmd_datasets, "summary": cmd_summary, "train": cmd_train,
+            "resume": cmd_resume,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
             "bench": cmd_bench, "download": cmd_download}

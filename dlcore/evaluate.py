@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .augment import normalize
+from .devices import autocast, autocast_dtype, pick_device
 from .runs import CheckpointError, load_checkpoint, write_json_atomic
 
 EVAL_BATCH = 1024
@@ -24,7 +25,6 @@ def predict_logits(model, x_u8: torch.Tensor, mean, std, device, batch: int = EV
     """Logits for uint8 images [N,C,H,W], in large batches under inference mode."""
     model.eval()
     out = []
-    from .train import autocast
     with torch.inference_mode(), autocast(device, amp_dtype):
         for i in range(0, len(x_u8), batch):
             x = x_u8[i:i + batch].to(device, non_blocking=True).float().div_(255.0)
@@ -105,7 +105,6 @@ def compute_metrics(y_true, probs, classes) -> dict:
 def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) -> dict:
     """(Re)write RUN_DIR/eval.json for the best checkpoint (last.pt when there is none)."""
     from .datasets import load_splits
-    from .train import pick_device
 
     run_dir = Path(run_dir)
     device = device or pick_device("auto")
@@ -113,7 +112,6 @@ def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) 
     ckpt = load_checkpoint(path)
     model, _ = load_model(ckpt, device)
     cfg = ckpt["config"]
-    from .train import autocast_dtype
     amp = autocast_dtype(cfg["train"].get("precision", "auto"), torch.device(device))
     if splits is None:
         splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)

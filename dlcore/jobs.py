@@ -35,7 +35,7 @@ def validate(cfg: dict, data_root=None) -> dict:
     """
     from .datasets import availability, dataset_info
     from .models import build_model
-    from .train import pick_device
+    from .devices import pick_device
 
     cfg = resolve_config(cfg)
     pick_device(cfg["train"]["device"])
@@ -52,18 +52,44 @@ def start_training(cfg: dict, runs_dir="runs", name: str | None = None, data_roo
     name = check_name(name)
     cfg = validate(cfg, data_root)
     runs = Path(runs_dir)
-    pending = runs / ".pending"
-    pending.mkdir(parents=True, exist_ok=True)
-    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{threading.get_ident() % 10000}"
+    stamp = _stamp()
+    pending = _pending_dir(runs)
     cfg_path = pending / f"{stamp}.json"
     write_json_atomic(cfg_path, cfg)
-    log_path = pending / f"{stamp}.log"
+    args = ["train", str(cfg_path), "--runs-dir", str(runs), "--no-progress"]
+    return _spawn(args + (["--name", name] if name else []), runs, data_root, stamp)
+
+
+def start_resume(runs_dir, run_id: str, epochs: int | None = None, data_root=None) -> Job:
+    """Continue a stopped or failed run in a worker process; returns at once."""
+    store = RunStore(runs_dir)
+    info = store.get(run_id)
+    if info.state == "running":
+        raise ConfigError(f"run {run_id} is still training")
+    if not info.has_last:
+        raise ConfigError(f"run {run_id} has no last.pt to resume from")
+    args = ["resume", str(info.path), "--no-progress"]
+    if epochs is not None:
+        args += ["--epochs", str(int(epochs))]
+    return _spawn(args, Path(runs_dir), data_root, _stamp())
+
+
+def _stamp() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{threading.get_ident() % 10000}"
+
+
+def _pending_dir(runs: Path) -> Path:
+    pending = runs / ".pending"
+    pending.mkdir(parents=True, exist_ok=True)
+    return pending
+
+
+def _spawn(args: list[str], runs: Path, data_root, stamp: str) -> Job:
+    log_path = _pending_dir(runs) / f"{stamp}.log"
     cmd = [sys.executable, "-m", "dlcore"]
     if data_root:
         cmd += ["--data-root", str(data_root)]
-    cmd += ["train", str(cfg_path), "--runs-dir", str(runs), "--no-progress"]
-    if name:
-        cmd += ["--name", name]
+    cmd += args
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     with open(log_path, "ab") as log:
@@ -124,4 +150,5 @@ def stop(runs_dir, run_id: str) -> None:
             pass
 
 
-__all__ = ["Job", "validate", "start_training", "find_run", "job_state", "stop", "ConfigError"]
+__all__ = ["Job", "validate", "start_training", "start_resume", "find_run", "job_state", "stop",
+           "ConfigError"]

@@ -19,6 +19,7 @@ from .config import ConfigError
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "best.pt", "last.pt", "eval.json",
              "meta.json")
 STOP_FILE = "STOP"
+LOCK_FILE = ".lock"
 MAX_NAME = 80
 
 
@@ -161,6 +162,13 @@ def pid_alive(pid) -> bool:
         return True
 
 
+def _unlink_quietly(p: Path) -> None:
+    try:
+        p.unlink()
+    except OSError:
+        pass
+
+
 @dataclass
 class RunInfo:
     id: str
@@ -232,7 +240,25 @@ class RunStore:
                 if p.is_dir() and not p.name.startswith(".")
                 and ((p / "config.json").exists() or (p / "status.json").exists()
                      or (p / "meta.json").exists())]
+        self.clean_leftovers(runs)
         return sorted(runs, key=lambda r: r.id, reverse=True)
+
+    def clean_leftovers(self, runs: list[RunInfo]) -> None:
+        """Remove what killed processes left: temp files of runs no process writes any more,
+        half-deleted runs, and worker logs older than a week."""
+        for r in runs:
+            if r.state != "running":
+                for tmp in r.path.glob(".*.tmp"):
+                    _unlink_quietly(tmp)
+        for p in self.root.glob(".deleting-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        week_ago = time.time() - 7 * 86400
+        for p in (self.root / ".pending").glob("*"):
+            try:
+                if p.stat().st_mtime < week_ago:
+                    _unlink_quietly(p)
+            except OSError:
+                pass
 
     def info(self, path) -> RunInfo:
         path = Path(path)
@@ -300,3 +326,29 @@ class RunStore:
         trash = self.root / f".deleting-{run_id}-{int(time.time())}"
         os.replace(p, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+class RunLock:
+    """An exclusive lock on a run directory held while a worker writes into it."""
+
+    def __init__(self, run_dir: Path):
+        self.path, self.fd = Path(run_dir) / LOCK_FILE, None
+
+    def __enter__(self):
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"run {self.path.parent.name} is being written by another "
+                              f"process (pid {holder}); stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)      # closing releases the lock; the file stays, harmlessly

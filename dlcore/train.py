@@ -7,13 +7,14 @@ or SIGTERM) ends it at the next batch with a loadable checkpoint and state `stop
 """
 from __future__ import annotations
 
-import contextlib
+import json
 import math
 import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,82 +23,20 @@ from torch import nn
 from .augment import augment_batch, is_augmenting, normalize
 from .config import ConfigError, resolve_config
 from .datasets import load_splits
+from .devices import (autocast, autocast_dtype, available_devices, describe_device,  # noqa: F401
+                      device_report, pick_device, tune_for, uses_channels_last)
 from .models import build_model, count_parameters
-from .runs import (STOP_FILE, RunStore, append_jsonl, check_name, now_iso, save_checkpoint,
+from .optim import EarlyStopping, make_optimizer, make_scheduler
+from .runs import (STOP_FILE, RunLock, RunStore, append_jsonl, check_name, load_checkpoint,
+                   now_iso, read_json, read_metrics, save_checkpoint, write_bytes_atomic,
                    write_json_atomic)
 
 PROGRESS_EVERY_S = 0.5   # how often status.json gets the in-epoch progress (an atomic write)
+OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 class TrainingFailed(RuntimeError):
     """Training ended in state `failed`; the message is the run's error."""
-
-
-def pick_device(pref: str = "auto") -> torch.device:
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if pref == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if pref == "cuda" and not cuda:
-        raise ConfigError("train.device: cuda was asked for but no CUDA GPU is available; "
-                          f"available: {', '.join(available_devices())}")
-    if pref == "mps" and not mps:
-        raise ConfigError("train.device: mps was asked for but Apple MPS is not available; "
-                          f"available: {', '.join(available_devices())}")
-    return torch.device(pref)
-
-
-def available_devices() -> list[str]:
-    found = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        found.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        found.append("mps")
-    return found
-
-
-def device_report() -> dict:
-    """What this machine offers, for the Train page and `datasets`-style listings."""
-    cuda = torch.cuda.is_available()
-    return {"auto": str(pick_device("auto")),
-            "cuda": torch.cuda.get_device_name(0) if cuda else None,
-            "mps": "mps" in available_devices(),
-            "cpu_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
-
-
-def autocast_dtype(precision: str, device: torch.device):
-    """bf16 where it is asked for, or by default on a CUDA GPU that has it; None means fp32."""
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device, dtype):
-    """Mixed precision for `dtype`, or nothing at all for fp32."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
-
-
-def uses_channels_last(arch: str, device: torch.device) -> bool:
-    """Convolutions on a CUDA GPU run faster on NHWC tensors (tensor cores); not worth it on CPU."""
-    return device.type == "cuda" and arch in ("cnn", "resnet")
-
-
-def tune_for(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True          # fixed shapes: autotune once, reuse
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
 
 
 def prepare(cfg: dict | None, data_root=None):
@@ -120,28 +59,42 @@ def train(cfg: dict | None, runs_dir="runs", name: str | None = None, data_root=
     name = check_name(name)
     cfg, device, splits, model = prepare(cfg, data_root)
     run_dir = RunStore(runs_dir).create(name)
-    write_json_atomic(run_dir / "config.json", cfg)
-    Trainer(cfg, run_dir, device, splits, model, progress=progress, log=log).run()
+    with RunLock(run_dir):
+        write_json_atomic(run_dir / "config.json", cfg)
+        Trainer(cfg, run_dir, device, splits, model, progress=progress, log=log).run()
     return run_dir
 
 
-class EarlyStopping:
-    """Watches validation loss; the patience counter resets whenever the loss improves."""
+def resume(run_dir, data_root=None, epochs: int | None = None, progress: bool = True,
+           log=print) -> Path:
+    """Continue a stopped or failed run from its last.pt (optimizer, RNG and epoch restored).
 
-    def __init__(self, patience: int):
-        self.patience, self.best, self.bad_epochs = patience, math.inf, 0
-
-    def step(self, val_loss: float) -> bool:
-        """Record an epoch; True when it improved on the best so far."""
-        if val_loss < self.best:
-            self.best, self.bad_epochs = val_loss, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.bad_epochs >= self.patience
+    `epochs` raises the run's total, which also lets a completed run train further.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} is not a run directory")
+    with RunLock(run_dir):
+        info = RunStore(run_dir.parent).info(run_dir)
+        if not (run_dir / "last.pt").exists():
+            raise ConfigError(f"run {run_dir.name}: there is no last.pt to resume from")
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        cfg = read_json(run_dir / "config.json")
+        done = int(ckpt.get("epoch") or 0)
+        if epochs is not None:
+            cfg["train"]["epochs"] = epochs
+        if cfg["train"]["epochs"] <= done:
+            raise ConfigError(f"--epochs: run {run_dir.name} has done {done} of "
+                              f"{cfg['train']['epochs']} epochs ({info.state}); allowed: more "
+                              f"than {done}")
+        cfg, device, splits, model = prepare(cfg, data_root)
+        write_json_atomic(run_dir / "config.json", cfg)
+        (run_dir / STOP_FILE).unlink(missing_ok=True)     # the request that stopped it is done
+        trainer = Trainer(cfg, run_dir, device, splits, model, progress=progress, log=log)
+        trainer.restore(ckpt)
+        log(f"resuming {run_dir.name} after epoch {done}")
+        trainer.run()
+    return run_dir
 
 
 class Trainer:
@@ -167,11 +120,13 @@ class Trainer:
         self.train_y = splits.train_y.to(device)
         self.val_x, self.val_y = splits.val_x.to(device), splits.val_y.to(device)
         self.stop_requested = False
+        self.early, self.start_epoch = EarlyStopping(t["patience"]), 1
+        self.batch_size = t["batch_size"]   # halved if the GPU runs out of memory
         self.status = {"state": "running", "error": None, "pid": os.getpid(),
                        "device": describe_device(device), "epoch": 0, "epochs": t["epochs"],
                        "best_epoch": None, "best_val_loss": None, "progress": None,
                        "started_at": now_iso(), "finished_at": None,
-                       "parameters": count_parameters(self.model)[0]}
+                       "parameters": count_parameters(self.model)[0], "notes": []}
 
     # -------------------------------------------------------------- status
     def write_status(self, **changes):
@@ -193,11 +148,16 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         self.write_status()
-        early, epoch = EarlyStopping(t["patience"]), 0
+        early, epoch = self.early, self.start_epoch - 1
         try:
-            for epoch in range(1, t["epochs"] + 1):
+            for epoch in range(self.start_epoch, t["epochs"] + 1):
                 started = time.perf_counter()
-                train_loss, train_acc, finished = self.train_epoch(epoch)
+                while True:
+                    try:
+                        train_loss, train_acc, finished = self.train_epoch(epoch)
+                        break
+                    except OutOfMemory:
+                        self.halve_batch(epoch)
                 if not finished:
                     self.save("last.pt", epoch - 1, partial=True)
                     self.write_status(state="stopped", finished_at=now_iso(), progress=None)
@@ -212,6 +172,8 @@ class Trainer:
                        "val_loss": val_loss, "val_acc": val_acc,
                        "lr": self.optimizer.param_groups[0]["lr"],
                        "seconds": round(time.perf_counter() - started, 3)}
+                if self.batch_size != t["batch_size"]:
+                    row["batch_size"] = self.batch_size
                 append_jsonl(self.run_dir / "metrics.jsonl", row)
                 improved = early.step(val_loss)
                 if improved:
@@ -239,7 +201,7 @@ class Trainer:
                      f"(checkpoint {result['checkpoint']}, epoch {result['epoch']})")
             self.write_status(state="completed", finished_at=now_iso(), progress=None)
         except KeyboardInterrupt:
-            self.save("last.pt", epoch - 1 if epoch else 0, partial=True)
+            self.save("last.pt", max(epoch - 1, 0), partial=True)
             self.write_status(state="stopped", finished_at=now_iso(), progress=None)
             raise
         except Exception as e:
@@ -256,8 +218,8 @@ class Trainer:
 
         `max_batches` cuts the pass short (the benchmark times a fixed number of steps).
         """
-        t, aug = self.cfg["train"], self.cfg["data"]["augment"]
-        bs, n = t["batch_size"], len(self.train_y)
+        aug = self.cfg["data"]["augment"]
+        bs, n = self.batch_size, len(self.train_y)
         self.model.train()
         perm = torch.randperm(n, generator=self.gen, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
@@ -324,10 +286,84 @@ class Trainer:
     def save(self, filename: str, epoch: int, val_loss=None, partial=False):
         ckpt = checkpoint_dict(self.cfg, self.model, self.splits, self.mean, self.std,
                                epoch=epoch, val_loss=val_loss)
-        if filename == "last.pt":
-            ckpt["optimizer_state"] = self.optimizer.state_dict()
-            ckpt["partial_epoch"] = partial
+        if filename == "last.pt":   # everything a resume needs to continue exactly
+            ckpt.update(optimizer_state=self.optimizer.state_dict(), partial_epoch=partial,
+                        scheduler_state=self.scheduler.state_dict() if self.scheduler else None,
+                        total_epochs=self.cfg["train"]["epochs"], batch_size=self.batch_size,
+                        early={"best": self.early.best if math.isfinite(self.early.best) else None,
+                               "bad_epochs": self.early.bad_epochs},
+                        best_epoch=self.status.get("best_epoch"),
+                        rng={"generator": self.gen.get_state(), "torch": torch.get_rng_state(),
+                             **({"cuda": torch.cuda.get_rng_state(self.device)}
+                                if self.device.type == "cuda" else {})})
         save_checkpoint(self.run_dir / filename, ckpt)
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from a last.pt: weights, optimizer, schedule, RNG, early stopping, metrics."""
+        done = int(ckpt.get("epoch") or 0)
+        self.model.load_state_dict(ckpt["model_state"])
+        if ckpt.get("optimizer_state"):
+            self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.batch_size = int(ckpt.get("batch_size") or self.batch_size)
+        self.batches = math.ceil(len(self.train_y) / self.batch_size)
+        if self.scheduler is not None:
+            if ckpt.get("scheduler_state") and ckpt.get("total_epochs") == self.cfg["train"]["epochs"]:
+                self.scheduler.load_state_dict(ckpt["scheduler_state"])
+            else:    # a longer run: the same schedule stretched, replayed to this point
+                self.rebuild_scheduler(done * self.batches)
+        rng = ckpt.get("rng") or {}
+        if "generator" in rng:
+            self.gen.set_state(rng["generator"])
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        early = ckpt.get("early") or {}
+        self.early.best = early.get("best") if early.get("best") is not None else math.inf
+        self.early.bad_epochs = int(early.get("bad_epochs") or 0)
+        self.start_epoch = done + 1
+        rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= done]
+        write_bytes_atomic(self.run_dir / "metrics.jsonl",
+                           "".join(json.dumps(r) + "\n" for r in rows).encode())
+        best = min(rows, key=lambda r: r["val_loss"]) if rows else None
+        self.status.update(epoch=done, best_epoch=best["epoch"] if best else None,
+                           best_val_loss=best["val_loss"] if best else None,
+                           resumed_from_epoch=done)
+        if ckpt.get("partial_epoch"):
+            self.note(f"resumed from a stop during epoch {done + 1}: that epoch starts again "
+                      "from the weights at the stop")
+
+    def rebuild_scheduler(self, steps_done: int) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = g.get("initial_lr", self.cfg["train"]["lr"])
+            g.pop("initial_lr", None)
+        t = dict(self.cfg["train"], batch_size=self.batch_size)
+        self.scheduler = make_scheduler(self.optimizer, t, self.batches)
+        with warnings.catch_warnings():     # replaying steps, not skipping optimizer steps
+            warnings.simplefilter("ignore")
+            limit = getattr(self.scheduler, "total_steps", None)   # OneCycleLR ends there
+            for _ in range(steps_done if limit is None else min(steps_done, limit - 1)):
+                self.scheduler.step()
+
+    def halve_batch(self, epoch: int) -> None:
+        """Out of device memory: retry the epoch with half the batch, or fail saying why."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        params = count_parameters(self.model)[0]
+        if self.batch_size < 4:
+            raise TrainingFailed(f"out of {self.device.type} memory at batch size {self.batch_size} "
+                                 f"with a model of {params:,} parameters; choose a smaller model")
+        old, self.batch_size = self.batch_size, self.batch_size // 2
+        self.batches = math.ceil(len(self.train_y) / self.batch_size)
+        if self.scheduler is not None:
+            self.rebuild_scheduler((epoch - 1) * self.batches)
+        self.note(f"out of {self.device.type} memory at batch size {old} (model of {params:,} "
+                  f"parameters): epoch {epoch} restarts with batch size {self.batch_size}")
+        self.write_status(batch_size=self.batch_size)
+
+    def note(self, text: str) -> None:
+        self.status["notes"].append(text)
+        self.log(text)
 
 
 def checkpoint_dict(cfg, model, splits, mean, std, epoch=0, val_loss=None) -> dict:
@@ -336,27 +372,6 @@ def checkpoint_dict(cfg, model, splits, mean, std, epoch=0, val_loss=None) -> di
             "input_shape": list(splits.info.shape), "mean": list(mean), "std": list(std),
             "epoch": epoch, "val_loss": val_loss,
             "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-def make_optimizer(model, t: dict):
-    params = [p for p in model.parameters() if p.requires_grad]
-    lr, wd = t["lr"], t["weight_decay"]
-    if t["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if t["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if t["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
-    return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
-
-
-def make_scheduler(optimizer, t: dict, batches_per_epoch: int):
-    total = max(1, t["epochs"] * batches_per_epoch)
-    if t["schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    if t["schedule"] == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t["lr"], total_steps=total)
-    return None
 
 
 class _NoBar:

@@ -14,7 +14,8 @@ from conftest import ROOT, TINY, train_quietly
 from dlcore.config import ConfigError, INITS, OPTIMIZERS, SCHEDULES
 from dlcore.evaluate import load_model
 from dlcore.runs import RunStore, load_checkpoint, read_metrics
-from dlcore.train import EarlyStopping, pick_device
+from dlcore.devices import pick_device
+from dlcore.optim import EarlyStopping
 from datafiles import write_cifar_binary
 
 
@@ -221,7 +222,7 @@ def test_stop_request_ends_the_run_with_a_loadable_checkpoint(how, tmp_path):
 
 def test_progress_within_an_epoch_is_visible_in_status(tmp_path):
     cfg = cfg_with(data={"limit": None}, model={"hidden_dims": [256, 256]},
-                   train={"epochs": 50, "batch_size": 8})
+                   train={"epochs": 50, "batch_size": 2})   # epochs long enough to report
     runs = tmp_path / "runs"
     proc = start_worker(cfg, runs, tmp_path)
     try:
@@ -231,7 +232,7 @@ def test_progress_within_an_epoch_is_visible_in_status(tmp_path):
             for r in RunStore(runs).list():
                 progress = r.progress or None
             time.sleep(0.05)
-        assert progress and 0 < progress["fraction"] <= 1 and progress["batches"] == 400
+        assert progress and 0 < progress["fraction"] <= 1 and progress["batches"] == 1600
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,0 +1,224 @@
+"""Faults: killed workers, interrupted writes, divergence, out of memory, resume, locks."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT, TINY, train_quietly
+from dlcore.config import ConfigError
+from dlcore.evaluate import load_model
+from dlcore.runs import RunLock, RunStore, load_checkpoint, read_metrics
+from dlcore.train import TrainingFailed, resume
+
+LONG = {"data": {"dataset": "mnist-5k"}, "model": {"arch": "dnn", "hidden_dims": [256, 256]},
+        "train": {"epochs": 100, "batch_size": 4, "patience": 0, "device": "cpu"}}
+
+
+def worker(cfg, runs, tmp_path):
+    (tmp_path / "long.json").write_text(json.dumps(cfg))
+    return subprocess.Popen([sys.executable, "-m", "dlcore", "train", "long.json", "--runs-dir",
+                             str(runs)], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_until(pred, timeout=90):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_killed_worker_shows_failed_with_a_loadable_checkpoint(tmp_path):
+    runs = tmp_path / "runs"
+    proc = worker(LONG, runs, tmp_path)
+    try:
+        run = wait_until(lambda: next((r for r in RunStore(runs).list() if r.epoch >= 1), None))
+        time.sleep(0.3)                             # into the next epoch
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    info = RunStore(runs).get(run.id)
+    assert info.state == "failed" and "gone" in info.error
+    load_model(info.path / "last.pt")
+    assert (info.path / "metrics.jsonl").read_bytes().endswith(b"\n")
+    assert len(read_metrics(info.path)) >= 1
+
+
+WRITER = r"""
+import json, sys, torch
+from pathlib import Path
+from dlcore.runs import save_checkpoint, write_json_atomic
+d = Path(sys.argv[1])
+i = json.loads((d / "status.json").read_text())["i"] if (d / "status.json").exists() else 0
+while True:
+    i += 1
+    write_json_atomic(d / "status.json", {"state": "running", "pid": 0, "i": i, "pad": "x" * (i % 5000)})
+    save_checkpoint(d / "last.pt", {"model_state": {"w": torch.full((20000 + i % 7,), float(i))},
+                                    "config": {}, "i": i})
+"""
+
+
+def test_killing_a_writer_mid_write_never_leaves_a_broken_file(tmp_path):
+    run = tmp_path / "runs" / "20260101-000000-x"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": {"dataset": "mnist-5k"},
+                                                 "model": {"arch": "dnn"}, "train": {}}))
+    rng = random.Random(0)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    seen = set()
+    def written():
+        try:
+            return json.loads((run / "status.json").read_text())["i"]
+        except FileNotFoundError:
+            return 0
+
+    for _ in range(15):
+        before = written()
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(run)], env=env)
+        wait_until(lambda: written() > before, timeout=60)     # writing has begun
+        time.sleep(rng.uniform(0.0, 0.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        status = json.loads((run / "status.json").read_text())      # whole, old or new
+        ckpt = load_checkpoint(run / "last.pt")
+        assert ckpt["model_state"]["w"][0].item() == ckpt["i"]
+        seen.add(status["i"])
+    assert len(seen) > 5                         # the kills landed at different points
+    assert [r.id for r in RunStore(tmp_path / "runs").list()] == [run.name]
+    assert not list(run.glob(".*.tmp"))          # leftovers cleaned up by the store
+
+
+class NaNAt:
+    """A loss that turns NaN at one (epoch, batch) of the training loop."""
+
+    def __init__(self, batches_per_epoch, epoch, batch):
+        self.call, self.at = 0, (epoch - 1) * batches_per_epoch + batch
+
+    def __call__(self, logits, y):
+        self.call += 1
+        loss = nn.functional.cross_entropy(logits, y)
+        return loss * float("nan") if self.call == self.at else loss
+
+
+def test_divergence_fails_at_once_and_keeps_the_finite_best(tmp_path, monkeypatch):
+    import dlcore.train as train_mod
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(epochs=5, patience=0)
+    batches = 5                                   # 320 training images at batch 64
+    monkeypatch.setattr(train_mod.nn, "CrossEntropyLoss", lambda: NaNAt(batches, 3, 2))
+    with pytest.raises(TrainingFailed) as e:
+        train_quietly(cfg, tmp_path)
+    msg = str(e.value)
+    assert "epoch 3, batch 2" in msg and "lower learning rate" in msg
+    run = RunStore(tmp_path).list()[0]
+    assert run.state == "failed" and "epoch 3, batch 2" in run.error
+    best = load_checkpoint(run.path / "best.pt")
+    assert best["epoch"] <= 2
+    assert all(torch.isfinite(v).all() for v in best["model_state"].values() if v.is_floating_point())
+    assert len(read_metrics(run.path)) == 2
+
+
+def tight_memory(model, limit):
+    """Make a model run out of memory above a batch size while training, like a small GPU."""
+    def check(module, inputs):
+        if module.training and len(inputs[0]) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    model.register_forward_pre_hook(check)
+    return model
+
+
+def test_out_of_memory_retries_with_a_smaller_batch(tmp_path, monkeypatch):
+    import dlcore.train as train_mod
+    real_build = train_mod.build_model
+    monkeypatch.setattr(train_mod, "build_model", lambda *a: tight_memory(real_build(*a), 40))
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(batch_size=160, epochs=2)
+    run = train_quietly(cfg, tmp_path)
+    rows = read_metrics(run)
+    assert [r["batch_size"] for r in rows] == [40, 40]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "completed" and status["batch_size"] == 40
+    assert any("batch size 160" in n for n in status["notes"])
+
+
+def test_out_of_memory_at_the_smallest_batch_names_batch_and_model_size(tmp_path, monkeypatch):
+    import dlcore.train as train_mod
+    real_build = train_mod.build_model
+    monkeypatch.setattr(train_mod, "build_model", lambda *a: tight_memory(real_build(*a), 1))
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(batch_size=8)
+    with pytest.raises(TrainingFailed, match=r"batch size 2 with a model of [\d,]+ parameters"):
+        train_quietly(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("schedule", ["none", "onecycle"])
+def test_two_epochs_straight_equal_one_plus_resume_plus_one(schedule, tmp_path):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["model"]["dropout"] = 0.3                  # the global RNG matters too
+    cfg["data"]["augment"] = {"crop_padding": 2, "hflip": False, "rotation": 5}
+    cfg["train"].update(epochs=2, schedule=schedule, patience=0)
+    straight = train_quietly(cfg, tmp_path / "a")
+    cfg["train"]["epochs"] = 2
+    half = train_quietly(dict(cfg, train=dict(cfg["train"], epochs=1)), tmp_path / "b")
+    if schedule == "none":
+        resume(half, epochs=2, progress=False, log=lambda s: None)
+        assert strip(read_metrics(half)) == strip(read_metrics(straight))
+        a = load_checkpoint(straight / "last.pt")["model_state"]
+        b = load_checkpoint(half / "last.pt")["model_state"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    else:   # a longer one-cycle schedule is replayed to the point reached, then continues
+        resume(half, epochs=3, progress=False, log=lambda s: None)
+        rows = read_metrics(half)
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert json.loads((half / "status.json").read_text())["state"] == "completed"
+    assert (half / "eval.json").exists()
+
+
+def test_stopped_run_resumes_from_the_command_line(tmp_path):
+    runs = tmp_path / "runs"
+    cfg = json.loads(json.dumps(LONG))
+    cfg["train"]["epochs"] = 3
+    proc = worker(cfg, runs, tmp_path)
+    try:
+        run = wait_until(lambda: next((r for r in RunStore(runs).list() if r.progress), None))
+        RunStore(runs).request_stop(run.id)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert RunStore(runs).get(run.id).state == "stopped"
+    out = subprocess.run([sys.executable, "-m", "dlcore", "resume", str(runs / run.id)],
+                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    info = RunStore(runs).get(run.id)
+    assert info.state == "completed" and [r["epoch"] for r in read_metrics(info.path)] == [1, 2, 3]
+
+
+def test_a_second_worker_is_refused_by_the_run_lock(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    with RunLock(runs / dnn):
+        with pytest.raises(ConfigError, match=r"being written by another process \(pid \d+\)"):
+            resume(runs / dnn, epochs=5, progress=False, log=lambda s: None)
+    assert json.loads((runs / dnn / "status.json").read_text())["state"] == "completed"
+
+
+def test_resume_needs_more_epochs_than_done(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    with pytest.raises(ConfigError, match="has done 2 of 2 epochs"):
+        resume(runs / dnn, progress=False, log=lambda s: None)
