@@ -1,0 +1,208 @@
+"""Evaluate: a saved run's test-split metrics, confusion matrix, per-class report, ROC curves
+and its most confidently wrong test images, all read from the run's eval.json.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dlcore.config import ConfigError
+from dlcore.datasets import DatasetUnavailable
+from dlcore.evaluate import evaluate_run, test_images
+from dlcore.figures import confusion_matrix_figure, roc_figure, upscale_images
+from dlcore.runs import CheckpointError
+from pages.common import data_root, route_through_app, run_label, store
+
+route_through_app()
+
+GALLERY_COLS = 6
+# what loading a run's data or checkpoint can raise; shown as one message, never a traceback
+LOAD_ERRORS = (ConfigError, DatasetUnavailable, CheckpointError, OSError, ValueError, KeyError,
+               IndexError, TypeError)
+REQUIRED = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix",
+            "per_class", "classes")
+
+
+@st.cache_data(show_spinner="Loading the test images...", max_entries=16)
+def gallery_images(run_path: str, indices: tuple, root: str, stamp: float) -> list:
+    """Upscaled pictures of the run's test images; `stamp` (eval.json's mtime) keys the cache."""
+    return upscale_images(test_images(run_path, list(indices), root))
+
+
+def choose_run(runs) -> object:
+    ids = [r.id for r in runs]
+    wanted = st.query_params.get("run")
+    if wanted in ids and st.session_state.get("eval_from_url") != wanted:
+        st.session_state["eval_run"] = wanted   # a link from the Train page names the run
+        st.session_state["eval_from_url"] = wanted
+    if st.session_state.get("eval_run") not in ids:
+        st.session_state["eval_run"] = next((r.id for r in runs if r.state == "completed"), ids[0])
+    labels = {r.id: run_label(r) for r in runs}
+    rid = st.selectbox("Run", ids, key="eval_run", format_func=lambda i: labels[i])
+    st.query_params["run"] = rid
+    st.session_state["eval_from_url"] = rid
+    return next(r for r in runs if r.id == rid)
+
+
+def evaluate_button(r, label: str) -> None:
+    if st.button(label, type="primary", icon=":material/play_arrow:"):
+        with st.spinner("Evaluating the checkpoint on the test split..."):
+            try:
+                evaluate_run(r.path, data_root())
+            except LOAD_ERRORS as e:
+                st.error(f"Evaluation failed: {e}")
+                return
+        st.rerun()
+
+
+def read_eval(r) -> dict | None:
+    """eval.json checked for the keys the page draws; a problem is shown, never raised."""
+    try:
+        ev = store().eval(r.id)
+    except (OSError, ValueError, ConfigError) as e:
+        st.error(f"eval.json of {r.id} cannot be read: {e}")
+        return None
+    if ev is None:
+        return None
+    missing = [k for k in REQUIRED if k not in ev] if isinstance(ev, dict) else list(REQUIRED)
+    if missing:
+        st.error(f"eval.json of {r.id} is incomplete: missing {', '.join(missing)}")
+        return None
+    return ev
+
+
+def metric_tiles(ev: dict) -> None:
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, (int, float)) else "n/a"
+
+    c = st.columns(5)
+    c[0].metric("Accuracy", fmt(ev["accuracy"]))
+    c[1].metric("Precision (macro)", fmt(ev["precision_macro"]))
+    c[2].metric("Recall (macro)", fmt(ev["recall_macro"]))
+    c[3].metric("F1 (macro)", fmt(ev["f1_macro"]))
+    c[4].metric("ROC-AUC (macro)", fmt(ev.get("roc_auc_macro")),
+                help="one-vs-rest, from softmax probabilities; n/a when a class is missing "
+                     "from the test split")
+    st.caption(f"{ev.get('n_test', '?')} test images · checkpoint {ev.get('checkpoint', '?')}"
+               f" (epoch {ev.get('epoch', '?')})")
+
+
+def charts(ev: dict) -> None:
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.subheader("Confusion matrix")
+        normalized = st.toggle("Normalised by true class", key="eval_normalized",
+                               help="each row divided by its number of test images")
+        st.plotly_chart(confusion_matrix_figure(ev["confusion_matrix"], ev["classes"],
+                                                normalized=normalized), width="stretch")
+    with right:
+        st.subheader("ROC curves")
+        curves = ev.get("roc_curves") or []
+        if any(c.get("fpr") for c in curves):
+            st.plotly_chart(roc_figure(curves), width="stretch")
+        else:
+            st.info("No ROC curves: the test split needs at least two classes.")
+    st.subheader("Per class")
+    table = pd.DataFrame(ev["per_class"], columns=["class", "precision", "recall", "f1", "support"])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "class": st.column_config.TextColumn("class"),
+        **{k: st.column_config.NumberColumn(k, format="%.3f")
+           for k in ("precision", "recall", "f1")},
+        "support": st.column_config.NumberColumn("support", format="%d")})
+
+
+def gallery(r, ev: dict) -> None:
+    st.subheader("Most confidently wrong")
+    wrong = ev.get("confident_wrong") or []
+    if not wrong:
+        st.caption("No wrong predictions on the test split.")
+        return
+    classes = ev["classes"]
+    n = len(wrong) if len(wrong) <= GALLERY_COLS else st.slider(
+        "Images", GALLERY_COLS, len(wrong), min(2 * GALLERY_COLS, len(wrong)), GALLERY_COLS)
+    wrong = wrong[:n]
+    try:
+        stamp = (r.path / "eval.json").stat().st_mtime
+        pictures = gallery_images(str(r.path), tuple(int(w["index"]) for w in wrong),
+                                  data_root(), stamp)
+        captions = [f"true {classes[w['true']]} → predicted {classes[w['predicted']]} "
+                    f"({w['confidence']:.0%})" for w in wrong]
+    except LOAD_ERRORS as e:
+        st.warning(f"The test images cannot be shown: {e}")
+        return
+    for row in range(0, len(pictures), GALLERY_COLS):
+        cols = st.columns(GALLERY_COLS)
+        for col, pic, cap in zip(cols, pictures[row:row + GALLERY_COLS],
+                                 captions[row:row + GALLERY_COLS]):
+            col.image(pic, caption=cap, width="stretch")
+
+
+def downloads(r) -> None:
+    a, b, _ = st.columns([1, 1, 3])
+    eval_path = r.path / "eval.json"
+    if eval_path.exists():
+        a.download_button("eval.json", data=eval_path.read_bytes(), file_name=f"{r.id}-eval.json",
+                          mime="application/json", icon=":material/download:", on_click="ignore")
+    ckpt = next((r.path / n for n in ("best.pt", "last.pt") if (r.path / n).exists()), None)
+    if ckpt is not None:
+        # read on click, not on every rerun: checkpoints can be tens of megabytes
+        b.download_button(f"{ckpt.name} ({ckpt.stat().st_size / 1e6:.1f} MB)",
+                          data=ckpt.read_bytes,
+                          file_name=f"{r.id}-{ckpt.name}", mime="application/octet-stream",
+                          icon=":material/download:", on_click="ignore")
+
+
+def damage(r) -> str:
+    """RunInfo.damaged, with the name of the file that does not parse when one can be found."""
+    for name in ("eval.json", "status.json", "config.json", "meta.json"):
+        try:
+            json.loads((r.path / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            return f"{name} is not valid JSON ({e})"
+    return r.damaged
+
+
+# ---------------------------------------------------------------- page
+
+st.title("Evaluate")
+runs = store().list()
+if not runs:
+    st.info("No runs yet: train one on the Train page, then come back to see its test metrics.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+run = choose_run(runs)
+has_ckpt = run.has_best or run.has_last
+if run.damaged:
+    st.error(f"Run {run.id} is damaged: {damage(run)}")
+    if has_ckpt:
+        st.caption("Re-evaluating rewrites eval.json from the checkpoint.")
+        evaluate_button(run, "Evaluate again")
+    st.stop()
+if run.state == "running":
+    st.info("This run is still training; it is evaluated on the test split when it ends.")
+    st.stop()
+
+ev = read_eval(run)
+if ev is None:
+    if not run.has_eval:
+        if has_ckpt:
+            st.info(f"Run {run.id} has not been evaluated yet.")
+            evaluate_button(run, "Evaluate now")
+        else:
+            st.warning(f"Run {run.id} has no checkpoint (best.pt or last.pt): nothing to evaluate.")
+    elif has_ckpt:
+        evaluate_button(run, "Evaluate again")
+    st.stop()
+
+try:
+    metric_tiles(ev)
+    charts(ev)
+    gallery(run, ev)
+except (KeyError, TypeError, ValueError, IndexError) as e:
+    st.error(f"eval.json of {run.id} is malformed: {e.__class__.__name__}: {e}")
+downloads(run)

@@ -1,0 +1,101 @@
+"""The Evaluate page: metrics, charts, per-class table and gallery from eval.json, and every
+way a run can lack or break its eval.json."""
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def open_evaluate(run_id=None):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception, at.exception
+    if run_id is not None:
+        at.selectbox(key="eval_run").set_value(run_id).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def heatmap_text(at):
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return [cell for row in spec["data"][0]["text"] for cell in row]
+
+
+def test_evaluated_run_shows_metrics_charts_table_gallery_and_downloads(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    ev = json.loads((runs / dnn / "eval.json").read_text())
+    at = open_evaluate(dnn)
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["Accuracy"] == f"{ev['accuracy']:.4f}"
+    assert tiles["Precision (macro)"] == f"{ev['precision_macro']:.4f}"
+    assert tiles["Recall (macro)"] == f"{ev['recall_macro']:.4f}"
+    assert tiles["F1 (macro)"] == f"{ev['f1_macro']:.4f}"
+    assert tiles["ROC-AUC (macro)"] == f"{ev['roc_auc_macro']:.4f}"
+    kinds = [json.loads(c.proto.spec)["data"][0]["type"] for c in at.get("plotly_chart")]
+    assert kinds == ["heatmap", "scatter"]            # confusion matrix, ROC curves
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["class", "precision", "recall", "f1", "support"]
+    assert table["support"].sum() == ev["n_test"]
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert captions and all("→ predicted" in c and c.startswith("true ") for c in captions)
+    first = ev["confident_wrong"][0]
+    assert captions[0] == (f"true {ev['classes'][first['true']]} → predicted "
+                           f"{ev['classes'][first['predicted']]} ({first['confidence']:.0%})")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[0] == "eval.json" and labels[1].startswith("best.pt")
+
+
+def test_normalised_toggle_shows_row_fractions(tiny_runs):
+    _, dnn, _ = tiny_runs
+    at = open_evaluate(dnn)
+    assert all("." not in cell for cell in heatmap_text(at))     # counts
+    at.toggle(key="eval_normalized").set_value(True).run()
+    assert not at.exception
+    cells = heatmap_text(at)
+    assert all("." in cell for cell in cells) and all(0 <= float(c) <= 1 for c in cells)
+
+
+def test_run_without_eval_json_is_evaluated_on_request(tiny_runs):
+    runs, _, cnn = tiny_runs
+    (runs / cnn / "eval.json").unlink()
+    at = open_evaluate(cnn)
+    assert not at.metric
+    button = next(b for b in at.button if b.label == "Evaluate now")
+    button.click().run()
+    assert not at.exception, at.exception
+    ev = json.loads((runs / cnn / "eval.json").read_text())
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == f"{ev['accuracy']:.4f}"
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_damaged_eval_json_shows_an_error_not_an_exception(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    (runs / dnn / "eval.json").write_text("garbage {{{")
+    at = open_evaluate(dnn)
+    assert any("eval.json" in e.value for e in at.error)
+    assert not at.metric and not at.get("plotly_chart")
+
+
+def test_incomplete_eval_json_names_the_missing_keys(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    (runs / dnn / "eval.json").write_text(json.dumps({"accuracy": 0.5}))
+    at = open_evaluate(dnn)
+    assert any("missing" in e.value and "confusion_matrix" in e.value for e in at.error)
+
+
+def test_query_param_picks_the_run(tiny_runs):
+    runs, dnn, cnn = tiny_runs
+    for rid in (dnn, cnn):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.query_params["run"] = rid
+        at.run().switch_page("pages/evaluate.py").run()
+        assert not at.exception
+        assert at.selectbox(key="eval_run").value == rid
+
+
+def test_no_runs_shows_a_hint_to_train(empty_runs):
+    at = open_evaluate()
+    assert any("train one" in i.value for i in at.info)
+    assert not at.get("selectbox") or not any(s.key == "eval_run" for s in at.selectbox)
