@@ -347,6 +347,23 @@ def load_splits(data_cfg: dict, seed: int, data_root=None) -> Splits:
                   torch.from_numpy(ty), info, mean, std)
 
 
+def split_sizes(data_cfg: dict, data_root=None) -> dict:
+    """Sizes of the train, val and test splits that load_splits makes, without making them."""
+    import math
+
+    root = str(Path(data_root or default_data_root()))
+    x, y, tx, ty = load_arrays(data_cfg["dataset"], root, data_cfg.get("root"),
+                               int(data_cfg.get("image_size", 32)))
+    n, n_test = len(y), None if ty is None else len(ty)
+    if n_test is None:
+        n_test = math.ceil(0.2 * n)
+        n -= n_test
+    if data_cfg.get("limit") and data_cfg["limit"] < n:
+        n = data_cfg["limit"]
+    n_val = math.ceil(data_cfg["val_fraction"] * n)
+    return {"train": n - n_val, "val": n_val, "test": n_test}
+
+
 def _strat(y):
     """Stratify only when every class has at least two samples."""
     _, counts = np.unique(y, return_counts=True)

@@ -33,7 +33,7 @@ def validate(cfg: dict, data_root=None) -> dict:
 
     Returns the resolved config; raises ConfigError (or DatasetUnavailable) with one line.
     """
-    from .datasets import availability, dataset_info
+    from .datasets import availability, dataset_info, split_sizes
     from .models import build_model
     from .devices import pick_device
 
@@ -44,6 +44,10 @@ def validate(cfg: dict, data_root=None) -> dict:
         raise ConfigError(f"data.dataset: {cfg['data']['dataset']!r} is not on this machine: {how}")
     info = dataset_info(cfg["data"], data_root)
     build_model(cfg["model"], info.shape, len(info.classes))
+    n_train = split_sizes(cfg["data"], data_root)["train"]
+    if cfg["train"]["batch_size"] > n_train:
+        raise ConfigError(f"train.batch_size: {cfg['train']['batch_size']} is larger than the "
+                          f"training split ({n_train} images); allowed: 1 to {n_train}")
     return cfg
 
 
@@ -68,6 +72,10 @@ def start_resume(runs_dir, run_id: str, epochs: int | None = None, data_root=Non
         raise ConfigError(f"run {run_id} is still training")
     if not info.has_last:
         raise ConfigError(f"run {run_id} has no last.pt to resume from")
+    total = epochs if epochs is not None else info.epochs
+    if total <= info.epoch:
+        raise ConfigError(f"epochs: run {run_id} has done {info.epoch} of {info.epochs} epochs; "
+                          f"allowed: more than {info.epoch}")
     args = ["resume", str(info.path), "--no-progress"]
     if epochs is not None:
         args += ["--epochs", str(int(epochs))]

@@ -103,6 +103,28 @@ def read_json(path: Path):
         return json.load(f)
 
 
+_JSON_CACHE: dict[str, tuple] = {}
+
+
+def _json_or_empty(path: Path) -> dict:
+    """A run file's JSON object ({} when absent), parsed again only when the file changes."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+    hit = _JSON_CACHE.get(str(path))
+    if hit and hit[0] == key:
+        return hit[1]
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    if len(_JSON_CACHE) > 2000:
+        _JSON_CACHE.clear()
+    _JSON_CACHE[str(path)] = (key, value)
+    return value
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     """Per-epoch metrics; a half-written last line is skipped, a damaged middle line raises."""
     p = Path(run_dir) / "metrics.jsonl"
@@ -263,10 +285,15 @@ class RunStore:
     def info(self, path) -> RunInfo:
         path = Path(path)
         r = RunInfo(id=path.name, path=path)
+        reading = "run directory"
         try:
-            r.name = read_json(path / "meta.json").get("name", "") if (path / "meta.json").exists() else ""
-            st = read_json(path / "status.json") if (path / "status.json").exists() else {}
-            cfg = read_json(path / "config.json") if (path / "config.json").exists() else {}
+            reading = "meta.json"
+            r.name = _json_or_empty(path / reading).get("name", "")
+            reading = "status.json"
+            st = _json_or_empty(path / reading)
+            reading = "config.json"
+            cfg = _json_or_empty(path / reading)
+            reading = "status.json"
             r.state = st.get("state", "unknown")
             r.epoch = int(st.get("epoch") or 0)
             r.epochs = int(st.get("epochs") or cfg.get("train", {}).get("epochs") or 0)
@@ -274,24 +301,27 @@ class RunStore:
             r.started_at, r.finished_at = st.get("started_at"), st.get("finished_at")
             r.error = st.get("error")
             r.progress = st.get("progress") or {}
+            reading = "config.json"
             r.dataset = cfg.get("data", {}).get("dataset", "")
             r.arch = cfg.get("model", {}).get("arch", "")
             if r.state == "running" and not pid_alive(st.get("pid")):
                 r.state = "failed"
                 r.error = r.error or f"the training process (pid {st.get('pid')}) is gone"
+            reading = "metrics.jsonl"
             metrics = read_metrics(path)
             if metrics:
                 best = min(metrics, key=lambda m: m.get("val_loss", float("inf")))
                 r.best_val_acc, r.best_epoch = best.get("val_acc"), best.get("epoch")
-            r.has_eval = (path / "eval.json").exists()
-            if r.has_eval:
-                read_json(path / "eval.json")
+            reading = "eval.json"
+            r.has_eval = (path / reading).exists()
+            if r.has_eval and not isinstance(_json_or_empty(path / reading).get("accuracy"), (int, float)):
+                raise ValueError("no accuracy in it")
             r.has_best, r.has_last = (path / "best.pt").exists(), (path / "last.pt").exists()
             if not st and not cfg:
                 r.state = "damaged"
                 r.damaged = "no config.json or status.json"
         except (OSError, ValueError, TypeError, AttributeError) as e:
-            r.state, r.damaged = "damaged", f"{e.__class__.__name__}: {e}"
+            r.state, r.damaged = "damaged", f"{reading} is damaged ({e.__class__.__name__}: {e})"
         return r
 
     def get(self, run_id: str) -> RunInfo:

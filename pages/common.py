@@ -8,7 +8,7 @@ import os
 
 import streamlit as st
 
-from dlcore.config import default_config
+from dlcore.config import ARCHS, default_config
 from dlcore.runs import RunStore
 
 
@@ -38,9 +38,21 @@ def store() -> RunStore:
 
 
 def config() -> dict:
-    """The session's working config (data, model, train sections)."""
+    """The session's working config (data, model, train sections), with every section and
+    data key present so that pages can read them; values are checked where they are used."""
     init_state()
-    return st.session_state["config"]
+    cfg = st.session_state["config"]
+    defaults = default_config(cfg.get("model", {}).get("arch", "dnn")
+                              if cfg.get("model", {}).get("arch") in ARCHS else "dnn")
+    for section in ("data", "model", "train"):
+        if not isinstance(cfg.get(section), dict):
+            cfg[section] = defaults[section]
+    for key, value in defaults["data"].items():
+        cfg["data"].setdefault(key, value)
+    if isinstance(cfg["data"]["augment"], dict):
+        for key, value in defaults["data"]["augment"].items():
+            cfg["data"]["augment"].setdefault(key, value)
+    return cfg
 
 
 def run_label(r) -> str:
@@ -53,7 +65,10 @@ def sidebar() -> None:
     with st.sidebar:
         st.caption("Runs directory")
         st.code(os.path.abspath(runs_dir()), language=None)
-        _active_runs()
+        # refreshed on its own: every 2 s while something trains, else now and then, so that
+        # a run started from another tab or a terminal shows up too
+        busy = bool(store().active())
+        st.fragment(run_every=2 if busy else 15)(_active_runs)()
 
 
 def _active_runs() -> None:

@@ -181,3 +181,12 @@ def test_download_fetches_with_torchvision_into_the_data_root(tmp_path, monkeypa
     where = download("mnist", tmp_path)
     assert where == str(tmp_path / "MNIST" / "raw")
     assert load_arrays("mnist", str(tmp_path))[0].shape == (200, 1, 28, 28)
+
+
+@pytest.mark.parametrize("cfg", [{}, {"limit": 333, "val_fraction": 0.15}, {"dataset": "digits"},
+                                 {"dataset": "digits", "val_fraction": 0.05}])
+def test_split_sizes_match_the_splits_made(cfg):
+    from dlcore.datasets import split_sizes
+    c = data_cfg(**cfg)
+    s = load_splits(c, seed=3)
+    assert split_sizes(c) == {"train": len(s.train_y), "val": len(s.val_y), "test": len(s.test_y)}

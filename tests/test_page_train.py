@@ -77,13 +77,12 @@ def test_unavailable_device_shows_error(empty_runs):
     assert not any(p.name != ".pending" for p in empty_runs.iterdir())
 
 
-def test_worker_that_dies_before_its_run_shows_its_error(empty_runs):
-    # the split size is only known once the worker has loaded the data
+def test_batch_larger_than_the_data_is_refused_before_any_worker_starts(empty_runs):
     at = open_train({**QUICK, "train": {**QUICK["train"], "batch_size": 5000}})
     press_start(at)
-    poll(at, lambda: at.session_state["train_job"] is None, timeout=30)
-    assert any("train.batch_size" in e.value for e in at.error)
-    assert states(empty_runs) == []
+    assert any("train.batch_size" in e.value and "training split" in e.value for e in at.error)
+    assert at.session_state["train_job"] is None
+    assert states(empty_runs) == [] and not (empty_runs / ".pending").exists()
 
 
 def test_start_trains_a_run_to_completion_then_another(empty_runs):
