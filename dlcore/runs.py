@@ -212,6 +212,7 @@ class RunInfo:
     has_eval: bool = False
     has_best: bool = False
     has_last: bool = False
+    created: float = 0.0
 
     @property
     def label(self) -> str:
@@ -242,7 +243,7 @@ class RunStore:
                 path.mkdir()      # exclusive: two workers never share a directory
             except FileExistsError:
                 continue
-            write_json_atomic(path / "meta.json", {"name": name})
+            write_json_atomic(path / "meta.json", {"name": name, "created": time.time()})
             return path
         raise RuntimeError(f"could not create a run directory under {self.root}")
 
@@ -263,7 +264,8 @@ class RunStore:
                 and ((p / "config.json").exists() or (p / "status.json").exists()
                      or (p / "meta.json").exists())]
         self.clean_leftovers(runs)
-        return sorted(runs, key=lambda r: r.id, reverse=True)
+        # ids tell the second; the creation time orders runs made within the same one
+        return sorted(runs, key=lambda r: (r.id[:15], r.created, r.id), reverse=True)
 
     def clean_leftovers(self, runs: list[RunInfo]) -> None:
         """Remove what killed processes left: temp files of runs no process writes any more,
@@ -288,7 +290,8 @@ class RunStore:
         reading = "run directory"
         try:
             reading = "meta.json"
-            r.name = _json_or_empty(path / reading).get("name", "")
+            meta = _json_or_empty(path / reading)
+            r.name, r.created = meta.get("name", ""), float(meta.get("created") or 0)
             reading = "status.json"
             st = _json_or_empty(path / reading)
             reading = "config.json"
@@ -342,7 +345,9 @@ class RunStore:
 
     # -- changing
     def rename(self, run_id: str, name: str) -> None:
-        write_json_atomic(self.path(run_id) / "meta.json", {"name": check_name(name)})
+        path = self.path(run_id)
+        meta = dict(_json_or_empty(path / "meta.json"), name=check_name(name))
+        write_json_atomic(path / "meta.json", meta)
 
     def request_stop(self, run_id: str) -> None:
         (self.path(run_id) / STOP_FILE).touch()
