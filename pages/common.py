@@ -63,8 +63,7 @@ def run_label(r) -> str:
 
 def sidebar() -> None:
     with st.sidebar:
-        st.caption("Runs directory")
-        st.code(os.path.abspath(runs_dir()), language=None)
+        st.caption(f"Runs directory  \n`{os.path.abspath(runs_dir())}`")
         # refreshed on its own: every 2 s while something trains, else now and then, so that
         # a run started from another tab or a terminal shows up too
         busy = bool(store().active())
