@@ -1,5 +1,5 @@
-"""`python -m dlcore <command>`: datasets, summary, train, resume, evaluate, predict, runs, bench,
-download.
+"""`python -m dlcore <command>`: datasets, summary, train, init-sweep, resume, evaluate, predict,
+runs, bench, download, export-code, export.
 
 Invalid input exits non-zero with one line on stderr naming the field and what is allowed.
 """
@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", default=None, help="a name for the run (shown by `runs`)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
+    sw = sub.add_parser("init-sweep", help="train a config once per init method, one run each")
+    sw.add_argument("config", help="config JSON file (its model.init is replaced)")
+    sw.add_argument("--runs-dir", default="runs", help="where runs are kept (default: runs/)")
+    sw.add_argument("--name", default="init sweep",
+                    help="runs are named '<name> · init=<init>' (default: 'init sweep')")
+    sw.add_argument("--inits", nargs="+", default=None, metavar="INIT",
+                    help="which inits (default: default gaussian xavier kaiming zeros)")
+
     rs = sub.add_parser("resume", help="continue a stopped or failed run from its last.pt")
     rs.add_argument("run_dir", help="a run directory")
     rs.add_argument("--epochs", type=int, default=None,
@@ -73,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("download", help="download mnist, fashion-mnist or cifar10 (needs internet)")
     d.add_argument("dataset", help="mnist, fashion-mnist or cifar10")
+
+    xc = sub.add_parser("export-code", help="a run as one standalone PyTorch training script")
+    xc.add_argument("run_dir", help="a run directory")
+    xc.add_argument("--out", default=None, help="write the script to this file (default: print it)")
+
+    x = sub.add_parser("export", help="the best checkpoint as ONNX, or safetensors plus a JSON config")
+    x.add_argument("run_dir", help="a run directory")
+    x.add_argument("--format", required=True, help="onnx or safetensors")
+    x.add_argument("--out", default=None,
+                   help="file to write (default: RUN_DIR/export/model.onnx or model.safetensors; "
+                        "the safetensors config goes beside it as .json)")
     return p
 
 
@@ -153,6 +172,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_init_sweep(args) -> int:
+    from .config import load_config_file
+    from .runs import check_name
+    from .sweep import check_inits, init_sweep
+
+    cfg = load_config_file(args.config)
+    name = check_name(args.name) or "init sweep"
+    results = init_sweep(cfg, args.runs_dir, name, data_root=args.data_root,
+                         inits=check_inits(args.inits), log=lambda s: print(s, flush=True))
+    for init, run_dir, error in results:
+        print(f"{init}\t{run_dir if run_dir else 'failed: ' + str(error)}", flush=True)
+    return 0 if any(run_dir for _, run_dir, _ in results) else EXIT_FAILED
+
+
 def cmd_resume(args) -> int:
     from .config import ConfigError
     from .train import resume
@@ -192,12 +225,12 @@ def cmd_runs(args) -> int:
     if not runs:
         print(f"no runs in {args.runs_dir}")
         return 0
-    print(f"{'id':<40} {'name':<24} {'state':<10} {'dataset':<14} {'arch':<7} best_val_acc")
+    print(f"{'id':<40} {'name':<24} {'state':<10} {'dataset':<14} {'arch':<10} best_val_acc")
     for r in runs:
         acc = f"{r.best_val_acc:.4f}" if r.best_val_acc is not None else "-"
         state = r.state + (f" ({r.damaged})" if r.damaged else "")
         print(f"{r.id:<40} {(r.name or '-'):<24} {state:<10} {r.dataset or '-':<14} "
-              f"{r.arch or '-':<7} {acc}")
+              f"{r.arch or '-':<10} {acc}")
     return 0
 
 
@@ -223,6 +256,30 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_export_code(args) -> int:
+    from .config import ConfigError
+    from .export_code import export_code
+
+    code = export_code(_run_dir(args.run_dir))
+    if args.out is None:
+        sys.stdout.write(code)
+        return 0
+    try:
+        Path(args.out).write_text(code, encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"--out: cannot write {args.out!r}: {e.strerror or e}") from None
+    print(args.out)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    for path in export_run(_run_dir(args.run_dir), args.format, args.out):
+        print(path)
+    return 0
+
+
 def _run_dir(path: str) -> Path:
     from .config import ConfigError
 
@@ -235,6 +292,7 @@ def _run_dir(path: str) -> Path:
 
 
 COMMANDS = {"datasets": cmd_datasets, "summary": cmd_summary, "train": cmd_train,
-            "resume": cmd_resume,
+            "resume": cmd_resume, "init-sweep": cmd_init_sweep,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
-            "bench": cmd_bench, "download": cmd_download}
+            "bench": cmd_bench, "download": cmd_download, "export-code": cmd_export_code,
+            "export": cmd_export}

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 DATASETS = ("mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "folder")
-ARCHS = ("dnn", "cnn", "resnet", "rnn")
+ARCHS = ("dnn", "cnn", "resnet", "rnn", "pretrained")
 INITS = ("default", "gaussian", "xavier", "kaiming", "zeros")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
 CELLS = ("rnn", "lstm", "gru")
@@ -19,6 +19,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+PRETRAINED_BACKBONES = ("resnet18", "resnet50", "vgg16", "mobilenet_v3_small",
+                        "mobilenet_v3_large", "efficientnet_b0")
+FREEZES = ("backbone", "none")
 
 
 class ConfigError(ValueError):
@@ -44,6 +47,10 @@ MODEL_DEFAULTS = {
     "resnet": {"stage_blocks": [2, 2, 2, 2], "base_width": 16},
     "rnn": {"cell": "lstm", "hidden_size": 128, "num_layers": 1, "bidirectional": False,
             "dropout": 0.0},
+    # transfer learning as in the tutorials; weights: "imagenet", "none" or a .pth file's path.
+    # `init` touches only the new head; input_size 224 is ImageNet's, 64-96 is enough on a CPU.
+    "pretrained": {"backbone": "resnet18", "weights": "imagenet", "freeze": "backbone",
+                   "input_size": 224, "dropout": 0.0},
 }
 
 TRAIN_DEFAULTS = {
@@ -58,6 +65,7 @@ TRAIN_DEFAULTS = {
     "device": "auto",
     "precision": "auto",   # auto: bf16 autocast on a CUDA GPU that supports it, else fp32
     "compile": False,      # torch.compile: costs more than it saves on short runs
+    "layer_stats": True,   # per-epoch layer statistics on a probe batch (layers.jsonl)
 }
 
 
@@ -210,6 +218,14 @@ def _resolve_model(m) -> dict:
         _int("model.hidden_size", out["hidden_size"], 1, 4096)
         _int("model.num_layers", out["num_layers"], 1, 8)
         _bool("model.bidirectional", out["bidirectional"])
+    elif arch == "pretrained":
+        _choice("model.backbone", out["backbone"], PRETRAINED_BACKBONES)
+        _choice("model.freeze", out["freeze"], FREEZES)
+        _int("model.input_size", out["input_size"], 32, 512)
+        if not isinstance(out["weights"], str) or not out["weights"].strip():
+            raise ConfigError(f"model.weights: expected \"imagenet\", \"none\" or the path of a "
+                              f".pth state_dict file, got {_type_name(out['weights'])} {out['weights']!r}")
+        out["weights"] = out["weights"].strip()
     return out
 
 
@@ -227,6 +243,7 @@ def _resolve_train(t) -> dict:
     _choice("train.device", out["device"], DEVICES)
     _choice("train.precision", out["precision"], PRECISIONS)
     _bool("train.compile", out["compile"])
+    _bool("train.layer_stats", out["layer_stats"])
     return out
 
 

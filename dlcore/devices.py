@@ -63,7 +63,7 @@ def autocast(device, dtype):
 
 def uses_channels_last(arch: str, device: torch.device) -> bool:
     """Convolutions on a CUDA GPU run faster on NHWC tensors (tensor cores); not worth it on CPU."""
-    return device.type == "cuda" and arch in ("cnn", "resnet")
+    return device.type == "cuda" and arch in ("cnn", "resnet", "pretrained")
 
 
 def tune_for(device: torch.device) -> None:

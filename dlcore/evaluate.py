@@ -38,7 +38,7 @@ def load_model(ckpt_or_path, device="cpu"):
 
     ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
     cfg = dict(ckpt["config"]["model"], init="default")   # the weights replace any init
-    model = build_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]))
+    model = build_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]), load_weights=False)
     try:
         model.load_state_dict(ckpt["model_state"])
     except (RuntimeError, KeyError) as e:
@@ -99,6 +99,10 @@ def compute_metrics(y_true, probs, classes) -> dict:
         "confident_wrong": [{"index": int(i), "true": int(y_true[i]), "predicted": int(y_pred[i]),
                              "confidence": round(float(probs[i, y_pred[i]]), 5)} for i in order],
         "n_test": int(len(y_true)),
+        # per test image, for the confusion-matrix drill-down (compact: ints and 3 decimals)
+        "labels": y_true.astype(int).tolist(),
+        "predictions": y_pred.astype(int).tolist(),
+        "confidences": probs[np.arange(len(y_pred)), y_pred].round(3).tolist(),
     }
 
 
@@ -122,6 +126,23 @@ def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) 
     result["epoch"] = ckpt.get("epoch")
     write_json_atomic(run_dir / "eval.json", result)
     return result
+
+
+def cell_examples(ev: dict, true: int, pred: int, limit: int | None = None) -> list[int]:
+    """Test indices whose true class is `true` and predicted class `pred`, most confident first.
+
+    Uses eval.json's per-image lists `labels`, `predictions` and `confidences`; an eval.json
+    written before they existed gives [] (evaluating the run again adds them).
+    """
+    preds, confs, labels = ev.get("predictions"), ev.get("confidences"), ev.get("labels")
+    if not preds or not confs or labels is None:
+        return []
+    p, c, y = np.asarray(preds), np.asarray(confs, dtype=float), np.asarray(labels)
+    n = min(len(p), len(c), len(y))
+    p, c, y = p[:n], c[:n], y[:n]
+    idx = np.flatnonzero((y == int(true)) & (p == int(pred)))
+    order = idx[np.argsort(-c[idx], kind="stable")]
+    return [int(i) for i in (order if limit is None else order[:limit])]
 
 
 def test_images(run_dir, indices, data_root=None) -> np.ndarray:

@@ -143,3 +143,68 @@ def layer_params_figure(rows: list[dict], height: int | None = None) -> go.Figur
     fig.update_layout(height=height or max(160, 60 + 24 * len(rows)), xaxis_title="parameters",
                       margin={"l": 20, "r": 20, "t": 10, "b": 40})
     return fig
+
+
+LAYER_STATS = (("act_std", "activation std"), ("act_mean", "activation mean"),
+               ("grad_norm", "weight-gradient norm"))
+
+
+def layer_stats_figure(series: dict, height: int | None = None, log_scale: bool = True) -> go.Figure:
+    """Small multiples of `dlcore.inspect_layers.layer_series`: activation std, activation mean
+    and weight-gradient norm over epochs, one line per layer (epoch 0 is the initialisation).
+
+    Std and gradient norm use a log axis by default, since exploding or vanishing values span
+    many orders of magnitude; zeros (a dead layer) cannot sit on it and show as gaps."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in LAYER_STATS],
+                        horizontal_spacing=0.07)
+    epochs = series.get("epochs") or []
+    for i, layer in enumerate(series.get("layers") or []):
+        color = PALETTE[i % len(PALETTE)]
+        name = f"{layer['name']} ({layer['type']})"
+        for col, (key, title) in enumerate(LAYER_STATS, start=1):
+            ys = layer.get(key) or []
+            if not any(v is not None for v in ys):
+                continue      # activations have no weights: no gradient line
+            fig.add_trace(go.Scatter(
+                x=epochs, y=ys, mode="lines+markers", name=name, legendgroup=name,
+                showlegend=col == 1, line={"color": color}, marker={"size": 5},
+                hovertemplate=f"{name}<br>epoch %{{x}}<br>{title} %{{y:.4g}}<extra></extra>"),
+                row=1, col=col)
+    if log_scale:
+        fig.update_yaxes(type="log", row=1, col=1)
+        fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_xaxes(title_text="epoch", dtick=1 if len(epochs) <= 12 else None)
+    fig.update_layout(height=height or 380, margin={"l": 20, "r": 20, "t": 40, "b": 40},
+                      legend={"font": {"size": 10}})
+    return fig
+
+
+def init_sweep_figure(series_by_run: dict[str, dict], key: str = "grad_norm",
+                      height: int | None = None) -> go.Figure:
+    """One panel per run (side by side): `key` of each layer over epochs, on a shared log axis,
+    so that vanishing (zeros) or exploding (gaussian) inits stand out against the others."""
+    labels = list(series_by_run) or ["(none)"]
+    title = dict(LAYER_STATS).get(key, key)
+    fig = make_subplots(rows=1, cols=len(labels), subplot_titles=labels, shared_yaxes=True,
+                        horizontal_spacing=0.03)
+    names: dict[str, str] = {}
+    for col, label in enumerate(labels, start=1):
+        s = series_by_run.get(label) or {}
+        for layer in s.get("layers") or []:
+            ys = layer.get(key) or []
+            if not any(v is not None for v in ys):
+                continue
+            name = f"{layer['name']} ({layer['type']})"
+            color = names.setdefault(name, PALETTE[len(names) % len(PALETTE)])
+            fig.add_trace(go.Scatter(
+                x=s.get("epochs") or [], y=ys, mode="lines+markers", name=name, legendgroup=name,
+                showlegend=col == 1, line={"color": color}, marker={"size": 4},
+                hovertemplate=f"{label}<br>{name}<br>epoch %{{x}}<br>{title} %{{y:.4g}}<extra></extra>"),
+                row=1, col=col)
+    if key != "act_mean":        # means can be negative: no log axis for them
+        fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text=title, row=1, col=1)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=height or 340, margin={"l": 20, "r": 20, "t": 40, "b": 40},
+                      legend={"font": {"size": 10}})
+    return fig

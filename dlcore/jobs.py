@@ -64,6 +64,23 @@ def start_training(cfg: dict, runs_dir="runs", name: str | None = None, data_roo
     return _spawn(args + (["--name", name] if name else []), runs, data_root, stamp)
 
 
+def start_init_sweep(cfg: dict, runs_dir="runs", name: str = "init sweep", data_root=None,
+                     epochs: int = 3, limit: int | None = 1000, inits=None) -> Job:
+    """One worker that trains the config's model once per init method, one run after another
+    (`python -m dlcore init-sweep`); returns at once. Find its runs with dlcore.sweep.sweep_runs."""
+    from .sweep import check_inits, sweep_config
+
+    name = check_name(name) or "init sweep"
+    cfg = validate(sweep_config(cfg, epochs, limit), data_root)
+    runs = Path(runs_dir)
+    stamp = _stamp()
+    cfg_path = _pending_dir(runs) / f"{stamp}.json"
+    write_json_atomic(cfg_path, cfg)
+    args = ["init-sweep", str(cfg_path), "--runs-dir", str(runs), "--name", name,
+            "--inits", *check_inits(inits)]
+    return _spawn(args, runs, data_root, stamp)
+
+
 def start_resume(runs_dir, run_id: str, epochs: int | None = None, data_root=None) -> Job:
     """Continue a stopped or failed run in a worker process; returns at once."""
     store = RunStore(runs_dir)
@@ -158,5 +175,5 @@ def stop(runs_dir, run_id: str) -> None:
             pass
 
 
-__all__ = ["Job", "validate", "start_training", "start_resume", "find_run", "job_state", "stop",
-           "ConfigError"]
+__all__ = ["Job", "validate", "start_training", "start_init_sweep", "start_resume", "find_run",
+           "job_state", "stop", "ConfigError"]

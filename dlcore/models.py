@@ -1,4 +1,4 @@
-"""The four architectures, built from a resolved `model` config through one registry.
+"""The five architectures, built from a resolved `model` config through one registry.
 
 Input shape and class count come from the dataset. `init_weights` applies the tutorials'
 init methods; `summarize` gives the per-layer table of `python -m dlcore summary`.
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, INITS
+from .pretrained import Pretrained, estimate as estimate_pretrained
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
                "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -134,7 +135,7 @@ class RNN(nn.Module):
         return self.fc(self.dropout(out[:, -1]))
 
 
-MODELS = {"dnn": DNN, "cnn": CNN, "resnet": ResNet, "rnn": RNN}
+MODELS = {"dnn": DNN, "cnn": CNN, "resnet": ResNet, "rnn": RNN, "pretrained": Pretrained}
 
 
 def list_models() -> list[str]:
@@ -169,6 +170,8 @@ def estimate_parameters(model_cfg: dict, in_shape, num_classes: int) -> int:
             total += ch * out + 2 * out if (ch != out or i > 0) else 0    # projection shortcut
             ch = out
         return total + fc([ch, num_classes])
+    if arch == "pretrained":
+        return estimate_pretrained(model_cfg, num_classes)
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[model_cfg["cell"]]
     hid, dirs = model_cfg["hidden_size"], 2 if model_cfg["bidirectional"] else 1
     total, n_in = 0, c * w
@@ -178,8 +181,11 @@ def estimate_parameters(model_cfg: dict, in_shape, num_classes: int) -> int:
     return total + fc([n_in, num_classes])
 
 
-def build_model(model_cfg: dict, in_shape, num_classes: int) -> nn.Module:
-    """Build and initialise the model of a resolved `model` config."""
+def build_model(model_cfg: dict, in_shape, num_classes: int, load_weights: bool = True) -> nn.Module:
+    """Build and initialise the model of a resolved `model` config.
+
+    `load_weights=False` skips a pretrained backbone's weights, for a checkpoint to replace.
+    """
     arch = model_cfg.get("arch")
     if arch not in MODELS:
         raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(MODELS)}")
@@ -187,6 +193,10 @@ def build_model(model_cfg: dict, in_shape, num_classes: int) -> nn.Module:
     if estimate > MAX_PARAMETERS:
         raise ConfigError(f"model: about {estimate:,} parameters for a {'x'.join(map(str, in_shape))} "
                           f"input is too large; at most {MAX_PARAMETERS:,} (use fewer or narrower layers)")
+    if arch == "pretrained":
+        model = Pretrained(model_cfg, tuple(in_shape), num_classes, load_weights=load_weights)
+        init_weights(model.head, model_cfg.get("init", "default"))   # the backbone keeps its weights
+        return model
     model = MODELS[arch](model_cfg, tuple(in_shape), num_classes)
     init_weights(model, model_cfg.get("init", "default"))
     return model
@@ -251,8 +261,11 @@ def summarize(model: nn.Module, in_shape) -> dict:
             h.remove()
         model.train(was_training)
     trainable, frozen = count_parameters(model)
-    return {"rows": rows, "trainable": trainable, "frozen": frozen,
-            "input_shape": [-1, *list(in_shape)]}
+    out = {"rows": rows, "trainable": trainable, "frozen": frozen,
+           "input_shape": [-1, *list(in_shape)]}
+    if getattr(model, "weights_source", None):
+        out["weights"] = model.weights_source
+    return out
 
 
 def format_summary(summary: dict) -> str:
@@ -260,6 +273,8 @@ def format_summary(summary: dict) -> str:
     lines.append(f"{'input':<28} {'':<14} {str(summary['input_shape']):<22} {0:>12,}")
     for r in summary["rows"]:
         lines.append(f"{r['name']:<28} {r['type']:<14} {str(r['output_shape']):<22} {r['params']:>12,}")
+    if summary.get("weights"):
+        lines.append(f"weights: {summary['weights']}")
     if summary["frozen"]:
         lines.append(f"frozen parameters: {summary['frozen']}")
     lines.append(f"trainable parameters: {summary['trainable']}")

@@ -25,6 +25,8 @@ from .config import ConfigError, resolve_config
 from .datasets import load_splits
 from .devices import (autocast, autocast_dtype, available_devices, describe_device,  # noqa: F401
                       device_report, pick_device, tune_for, uses_channels_last)
+from .inspect_layers import LayerProbe
+from .tblog import TBLog
 from .models import build_model, count_parameters
 from .optim import EarlyStopping, make_optimizer, make_scheduler
 from .runs import (STOP_FILE, RunLock, RunStore, append_jsonl, check_name, load_checkpoint,
@@ -109,7 +111,9 @@ class Trainer:
         self.step_model = torch.compile(self.model) if t["compile"] else self.model
         self.amp_dtype = autocast_dtype(t["precision"], device)
         self.show_bar, self.log = progress, log
-        self.mean, self.std = (splits.mean, splits.std) if cfg["data"]["normalize"] else \
+        # a pretrained model applies ImageNet's normalisation itself, to 0..1 images
+        own_norm = cfg["data"]["normalize"] and cfg["model"]["arch"] != "pretrained"
+        self.mean, self.std = (splits.mean, splits.std) if own_norm else \
             ((0.0,) * len(splits.mean), (1.0,) * len(splits.std))
         self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = make_optimizer(self.model, t)
@@ -121,6 +125,8 @@ class Trainer:
         self.val_x, self.val_y = splits.val_x.to(device), splits.val_y.to(device)
         self.stop_requested = False
         self.early, self.start_epoch = EarlyStopping(t["patience"]), 1
+        self.probe = LayerProbe.for_trainer(self) if t.get("layer_stats", True) else None
+        self.tb = TBLog(self.run_dir, note=self.note)   # TensorBoard events in RUN_DIR/tb
         self.batch_size = t["batch_size"]   # halved if the GPU runs out of memory
         self.status = {"state": "running", "error": None, "pid": os.getpid(),
                        "device": describe_device(device), "epoch": 0, "epochs": t["epochs"],
@@ -150,6 +156,8 @@ class Trainer:
         self.write_status()
         early, epoch = self.early, self.start_epoch - 1
         try:
+            if self.probe is not None and self.start_epoch == 1:
+                self.probe.record(0)     # the initialisation, before any step
             for epoch in range(self.start_epoch, t["epochs"] + 1):
                 started = time.perf_counter()
                 while True:
@@ -168,6 +176,8 @@ class Trainer:
                     raise TrainingFailed(f"validation loss became {val_loss} at epoch {epoch}; "
                                          f"the model diverged: try a lower learning rate "
                                          f"(train.lr is {t['lr']:g})")
+                if self.probe is not None:    # inside the epoch's seconds: its cost shows
+                    self.probe.record(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": val_loss, "val_acc": val_acc,
                        "lr": self.optimizer.param_groups[0]["lr"],
@@ -175,6 +185,7 @@ class Trainer:
                 if self.batch_size != t["batch_size"]:
                     row["batch_size"] = self.batch_size
                 append_jsonl(self.run_dir / "metrics.jsonl", row)
+                self.tb.epoch(row)
                 improved = early.step(val_loss)
                 if improved:
                     self.save("best.pt", epoch, val_loss=val_loss)
@@ -195,6 +206,7 @@ class Trainer:
             from .evaluate import evaluate_run
             result = evaluate_run(self.run_dir, model=self.model, splits=self.splits,
                                   device=self.device)
+            self.tb.finish(self.cfg, result)
             auc = result["roc_auc_macro"]
             self.log(f"test accuracy {result['accuracy']:.4f}  macro F1 {result['f1_macro']:.4f}  "
                      f"ROC-AUC {'n/a' if auc is None else format(auc, '.4f')}  "
@@ -210,6 +222,7 @@ class Trainer:
                               e.__class__.__name__, finished_at=now_iso(), progress=None)
             raise TrainingFailed(message) from e
         finally:
+            self.tb.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -322,6 +335,8 @@ class Trainer:
         self.early.best = early.get("best") if early.get("best") is not None else math.inf
         self.early.bad_epochs = int(early.get("bad_epochs") or 0)
         self.start_epoch = done + 1
+        if self.probe is not None:
+            self.probe.truncate(done)
         rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= done]
         write_bytes_atomic(self.run_dir / "metrics.jsonl",
                            "".join(json.dumps(r) + "\n" for r in rows).encode())

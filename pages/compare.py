@@ -1,15 +1,22 @@
 """Compare page: saved runs side by side (curves, config differences, final metrics,
 confusion matrices), and renaming or deleting runs.
 """
+import copy
 import json
+import time
 
 import pandas as pd
 import streamlit as st
 
+from dlcore import jobs
 from dlcore.compare import compare_runs
 from dlcore.config import ConfigError
-from dlcore.figures import confusion_matrix_figure, learning_curves
-from pages.common import route_through_app, run_label, store
+from dlcore.datasets import DatasetUnavailable
+from dlcore.figures import confusion_matrix_figure, init_sweep_figure, learning_curves
+from dlcore.inspect_layers import layer_series
+from dlcore.runs import pid_alive
+from dlcore.sweep import SWEEP_INITS, sweep_runs
+from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
 
 route_through_app()
 
@@ -142,8 +149,81 @@ def manage_runs(runs) -> None:
                       icon=":material/delete:", on_click=delete, args=(run_id,))
 
 
+def start_sweep() -> None:
+    ss = st.session_state
+    name = f"init sweep {time.strftime('%H:%M:%S')}"
+    try:
+        job = jobs.start_init_sweep(copy.deepcopy(config()), runs_dir(), name, data_root(),
+                                    epochs=int(ss["sweep_epochs"]), limit=int(ss["sweep_limit"]))
+    except (ConfigError, DatasetUnavailable, OSError) as e:
+        ss["sweep_error"] = f"Not started: {e}"
+        return
+    ss["compare_sweep"] = {"name": name, "pid": job.pid, "log": job.log, "selected": False}
+
+
+def sweep_progress(sweep: dict) -> None:
+    """Which of the sweep's runs exist and how far each is; reruns the page when it ends."""
+    found = sweep_runs(store().list(), sweep["name"])
+    alive = pid_alive(sweep["pid"])
+    cells = st.columns(len(found))
+    for col, (init, r) in zip(cells, found.items()):
+        state = "waiting" if r is None else r.state if r.state != "running" else \
+            f"epoch {r.epoch}/{r.epochs}"
+        col.metric(f"init={init}", state)
+    done = sum(r is not None and r.state != "running" for r in found.values())
+    if alive:
+        st.progress(done / len(found), text=f"{sweep['name']}: {done} of {len(found)} runs done")
+    elif not sweep["selected"]:
+        st.rerun()      # the whole page: the finished runs get selected for comparison
+
+
+def sweep_section() -> None:
+    """One click trains the working model once per init method; see the layers side by side."""
+    ss = st.session_state
+    ss.setdefault("sweep_epochs", 3)
+    ss.setdefault("sweep_limit", 1000)
+    sweep = ss.get("compare_sweep")
+    with st.expander("Init comparison", icon=":material/science:", expanded=sweep is not None):
+        model = config().get("model", {})
+        st.caption(f"Trains the working model ({model.get('arch', '?')}) once per init: "
+                   f"{', '.join(SWEEP_INITS)}, one short run after another in one worker, "
+                   "each with layer statistics.")
+        a, b, c = st.columns([1, 1, 1], vertical_alignment="bottom")
+        a.number_input("Epochs per run", 1, 50, key="sweep_epochs")
+        b.number_input("Training images", 100, 100000, step=100, key="sweep_limit")
+        running = sweep is not None and pid_alive(sweep["pid"])
+        c.button("Compare inits", icon=":material/play_arrow:", key="sweep_start",
+                 on_click=start_sweep, disabled=running, type="primary",
+                 help="still training the last sweep" if running else None)
+        err = ss.pop("sweep_error", None)
+        if err:
+            st.error(err)
+        if sweep is None:
+            return
+        found = {i: r for i, r in sweep_runs(store().list(), sweep["name"]).items() if r}
+        if not running and not sweep["selected"] and found:
+            # once, so that the user can change the selection afterwards
+            sweep["selected"] = True
+            ss["compare_ids"] = [r.id for r in found.values()]
+        st.fragment(sweep_progress, run_every=1.0 if running else None)(sweep)
+        if not running and not found:
+            why = jobs.last_error(sweep["log"])
+            st.error(f"The init comparison produced no run{': ' + why if why else ''}")
+            return
+        series = {f"init={i}": layer_series(r.path) for i, r in found.items()}
+        series = {k: v for k, v in series.items() if v["epochs"]}
+        if series:
+            key = st.selectbox("Layer statistic", ["grad_norm", "act_std", "act_mean"],
+                               key="sweep_stat", format_func=lambda k: {
+                                   "grad_norm": "weight-gradient norm", "act_std": "activation std",
+                                   "act_mean": "activation mean"}[k])
+            st.plotly_chart(init_sweep_figure(series, key), width="stretch", key="sweep_layers")
+
+
 runs = store().list()
 show_flash()
+sweep_section()
+runs = store().list()
 if not runs:
     st.info("No saved runs yet: train a model on the Train page, then compare runs here.",
             icon=":material/model_training:")

@@ -12,6 +12,7 @@ from dlcore.figures import probability_bars
 from dlcore.images import ImageError, open_image
 from dlcore.predict import can_draw, predict
 from dlcore.runs import CheckpointError
+from dlcore.saliency import overlay, saliency
 from pages.common import route_through_app, run_label, store
 
 route_through_app()
@@ -38,7 +39,7 @@ def drawable_runs():
     return offered, refused
 
 
-def show_prediction(result: dict, key: str) -> None:
+def show_prediction(result: dict, key: str, run_dir=None) -> None:
     """The predicted class big, its probability, all class probabilities, and what the model saw."""
     top, seen = st.columns([1, 1])
     top.metric("Predicted class", str(result["class"]))
@@ -48,6 +49,14 @@ def show_prediction(result: dict, key: str) -> None:
     h, w = seen_img.shape[1:]
     seen.image(image_grid(seen_img[None], ncols=1, scale=scale, pad=0),
                caption=f"what the model sees ({h}x{w})")
+    if run_dir is not None and seen_img.any():
+        try:
+            sal = saliency(run_dir, seen_img, target=result["index"])
+            seen.image(overlay(seen_img, sal["map"], size=168),
+                       caption=f"why {result['class']}: red pixels raised its score, blue "
+                               "lowered it")
+        except PREDICT_ERRORS as e:
+            seen.caption(f"No saliency map: {e}")
     st.plotly_chart(probability_bars(result["probs"], result["classes"], height=280),
                     width="stretch", key=f"bars_{key}")
 
@@ -99,7 +108,7 @@ def draw_panel(run_dir) -> None:
         if result is not None and not result["seen"].any():
             st.info("The canvas looks empty: draw a little bigger or with more ink.")
         elif result is not None:
-            show_prediction(result, "canvas")
+            show_prediction(result, "canvas", run_dir)
 
 
 def upload_panel(run_dir) -> None:
@@ -120,7 +129,7 @@ def upload_panel(run_dir) -> None:
     with right:
         result = predict_one(run_dir, img)
         if result is not None:
-            show_prediction(result, "upload")
+            show_prediction(result, "upload", run_dir)
 
 
 offered, refused = drawable_runs()

@@ -10,9 +10,12 @@ import streamlit as st
 
 from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
-from dlcore.evaluate import evaluate_run, test_images
+from dlcore.evaluate import cell_examples, evaluate_run, test_images
+from dlcore.export import export_code, export_onnx_bytes, safetensors_zip
 from dlcore.figures import confusion_matrix_figure, roc_figure, upscale_images
+from dlcore.images import ImageError
 from dlcore.runs import CheckpointError
+from dlcore.saliency import overlay, saliency
 from pages.common import data_root, route_through_app, run_label, store
 
 route_through_app()
@@ -139,8 +142,83 @@ def gallery(r, ev: dict) -> None:
             col.image(pic, caption=cap, width="stretch")
 
 
+@st.cache_data(show_spinner="Loading the test images...", max_entries=16)
+def raw_test_images(run_path: str, indices: tuple, root: str, stamp: float):
+    return test_images(run_path, list(indices), root)
+
+
+def largest_confusion(cm) -> tuple[int, int]:
+    best, cell = -1, (0, 1 if len(cm) > 1 else 0)
+    for i, row in enumerate(cm):
+        for j, v in enumerate(row):
+            if i != j and v > best:
+                best, cell = v, (i, j)
+    return cell
+
+
+def drill_down(r, ev: dict) -> None:
+    """The test images of one confusion-matrix cell, most confident first, and a saliency map."""
+    st.subheader("Confusion cell drill-down")
+    if not ev.get("predictions") or not ev.get("labels"):
+        st.info("This eval.json has no per-image predictions: evaluate the run again to "
+                "drill into the confusion matrix.")
+        return
+    classes, cm = ev["classes"], ev["confusion_matrix"]
+    k = list(range(len(classes)))
+    true0, pred0 = largest_confusion(cm)
+    ss = st.session_state
+    if ss.get("drill_run") != r.id or ss.get("drill_true") not in k \
+            or ss.get("drill_pred") not in k:
+        # another run: start again from its largest confusion
+        ss["drill_run"], ss["drill_true"], ss["drill_pred"] = r.id, true0, pred0
+    a, b, c = st.columns([2, 2, 3])
+    t = a.selectbox("True class", k, key="drill_true", format_func=lambda i: str(classes[i]))
+    p = b.selectbox("Predicted class", k, key="drill_pred", format_func=lambda i: str(classes[i]))
+    idx = cell_examples(ev, t, p)
+    c.metric("Test images in this cell", len(idx))
+    if not idx:
+        st.caption(f"No test image of class {classes[t]} was predicted as {classes[p]}.")
+        return
+    shown = idx[:GALLERY_COLS * 3]
+    confs = ev["confidences"]
+    try:
+        stamp = (r.path / "eval.json").stat().st_mtime
+        raw = raw_test_images(str(r.path), tuple(shown), data_root(), stamp)
+        pictures = upscale_images(raw)
+    except LOAD_ERRORS as e:
+        st.warning(f"The test images cannot be shown: {e}")
+        return
+    st.caption(f"true {classes[t]} → predicted {classes[p]}: {len(idx)} images, most confident "
+               f"first" + (f" (the first {len(shown)} shown)" if len(shown) < len(idx) else ""))
+    for row in range(0, len(pictures), GALLERY_COLS):
+        cols = st.columns(GALLERY_COLS)
+        for col, pic, i in zip(cols, pictures[row:row + GALLERY_COLS], shown[row:row + GALLERY_COLS]):
+            col.image(pic, caption=f"true {classes[t]} → predicted {classes[p]} ({confs[i]:.0%})"
+                                   f" · #{i}", width="stretch")
+    explain(r, raw, shown, f"true {classes[t]} → predicted {classes[p]}", classes)
+
+
+def explain(r, raw, shown: list[int], cell: str, classes) -> None:
+    """Saliency of one gallery image for its predicted class."""
+    pick = st.selectbox("Explain image", list(range(len(shown))), key="drill_explain",
+                        format_func=lambda j: f"#{shown[j]}")
+    if pick is None or pick >= len(shown):
+        return
+    try:
+        sal = saliency(r.path, raw[pick])
+    except (*LOAD_ERRORS, ImageError) as e:
+        st.warning(f"No saliency map: {e}")
+        return
+    left, right = st.columns(2)
+    left.image(upscale_images(raw[pick:pick + 1], 168)[0], caption=f"{cell}: test image "
+               f"#{shown[pick]}")
+    right.image(overlay(raw[pick], sal["map"]),
+                caption=f"{cell}: saliency for {classes[sal['target']]} "
+                        f"({sal['probability']:.0%}); red raised the score, blue lowered it")
+
+
 def downloads(r) -> None:
-    a, b, _ = st.columns([1, 1, 3])
+    a, b, c, d, e = st.columns(5)
     eval_path = r.path / "eval.json"
     if eval_path.exists():
         a.download_button("eval.json", data=eval_path.read_bytes(), file_name=f"{r.id}-eval.json",
@@ -152,6 +230,21 @@ def downloads(r) -> None:
                           data=ckpt.read_bytes,
                           file_name=f"{r.id}-{ckpt.name}", mime="application/octet-stream",
                           icon=":material/download:", on_click="ignore")
+        # portable files, made on click: the code, ONNX, safetensors weights and their config
+        c.download_button("PyTorch code (.py)", data=lambda: export_code(r.path),
+                          file_name=f"train_{r.id}.py", mime="text/x-python",
+                          icon=":material/code:", on_click="ignore")
+        d.download_button("ONNX", data=lambda: export_onnx_bytes(r.path),
+                          file_name=f"{r.id}.onnx", mime="application/octet-stream",
+                          icon=":material/download:", on_click="ignore")
+        e.download_button("safetensors + config", data=lambda: safetensors_zip(r.path),
+                          file_name=f"{r.id}-safetensors.zip", mime="application/zip",
+                          icon=":material/download:", on_click="ignore")
+        if st.toggle("Show the PyTorch code of this run", key=f"eval_code_{r.id}"):
+            try:
+                st.code(export_code(r.path), language="python")
+            except LOAD_ERRORS as err:
+                st.error(f"No code: {err}")
 
 
 def damage(r) -> str:
@@ -203,6 +296,7 @@ try:
     metric_tiles(ev)
     charts(ev)
     gallery(run, ev)
+    drill_down(run, ev)
 except (KeyError, TypeError, ValueError, IndexError) as e:
     st.error(f"eval.json of {run.id} is malformed: {e.__class__.__name__}: {e}")
 downloads(run)

@@ -6,15 +6,20 @@ import re
 
 import streamlit as st
 
-from dlcore.config import ACTIVATIONS, ARCHS, CELLS, INITS, ConfigError, resolve_config
+from dlcore.config import (ACTIVATIONS, ARCHS, CELLS, FREEZES, INITS, PRETRAINED_BACKBONES,
+                           ConfigError, resolve_config)
 from dlcore.datasets import BUILTIN, DatasetUnavailable, dataset_info
+from dlcore.export_code import config_code
 from dlcore.figures import layer_params_figure
 from dlcore.models import build_model, summarize
 from pages.common import config, data_root, route_through_app
 
 route_through_app()
 
-ARCH_LABELS = {"dnn": "DNN", "cnn": "CNN", "resnet": "ResNet", "rnn": "RNN"}
+ARCH_LABELS = {"dnn": "DNN", "cnn": "CNN", "resnet": "ResNet", "rnn": "RNN",
+               "pretrained": "Pretrained (transfer)"}
+WEIGHT_KINDS = {"imagenet": "ImageNet (torchvision)", "file": "Local file", "none": "Random init"}
+FREEZE_LABELS = {"backbone": "Backbone (train the new head only)", "none": "Nothing (fine-tune all)"}
 INIT_HELP = ("default: PyTorch's own; gaussian: normal, std 1; xavier: xavier_normal_; "
              "kaiming: kaiming_normal_; zeros: every weight zero (it cannot learn). "
              "Biases start at zero except with default.")
@@ -80,6 +85,14 @@ def _widget_values(section: dict) -> dict:
                   "model_rnn_layers": section["num_layers"],
                   "model_rnn_bidirectional": section["bidirectional"],
                   "model_rnn_dropout": float(section["dropout"])})
+    elif a == "pretrained":
+        w = section["weights"]
+        v.update({"model_pretrained_backbone": section["backbone"],
+                  "model_pretrained_weights": w if w in ("imagenet", "none") else "file",
+                  "model_pretrained_path": "" if w in ("imagenet", "none") else w,
+                  "model_pretrained_freeze": section["freeze"],
+                  "model_pretrained_size": section["input_size"],
+                  "model_pretrained_dropout": float(section["dropout"])})
     return v
 
 
@@ -150,6 +163,8 @@ def _controls(arch: str) -> dict:
                                 key="model_resnet_width")
         return {"arch": arch, "stage_blocks": _widths(stages, "Blocks per stage", "2, 2, 2, 2"),
                 "base_width": int(width)}
+    if arch == "pretrained":
+        return _pretrained_controls()
     c = st.columns(2)
     cell = c[0].selectbox("Cell", CELLS, key="model_rnn_cell", format_func=str.upper)
     hidden = c[1].number_input("Hidden size", 1, 4096, step=16, key="model_rnn_hidden")
@@ -161,11 +176,43 @@ def _controls(arch: str) -> dict:
             "bidirectional": bi, "dropout": dropout}
 
 
+def _pretrained_controls() -> dict:
+    c = st.columns(2)
+    backbone = c[0].selectbox("Backbone", PRETRAINED_BACKBONES, key="model_pretrained_backbone",
+                              help="A torchvision ImageNet model; its classifier is replaced by a "
+                                   "new one for this dataset's classes.")
+    size = c[1].number_input("Input size (pixels)", 32, 512, step=16, key="model_pretrained_size",
+                             help="Images are resized to this square inside the model: 224 as "
+                                  "in ImageNet, 64-96 trains much faster on a CPU.")
+    kind = st.radio("Weights", WEIGHT_KINDS, key="model_pretrained_weights", horizontal=True,
+                    format_func=WEIGHT_KINDS.get,
+                    help="ImageNet: torchvision's own, from the torch hub cache or downloaded. "
+                         "Local file: a .pth state_dict in torchvision's format.")
+    weights = kind
+    if kind == "file":
+        weights = st.text_input("Weights file (.pth state_dict)", key="model_pretrained_path",
+                                placeholder="/path/to/resnet18-f37072fd.pth").strip()
+        if not weights:
+            raise ValueError("Weights file: give the path of a .pth state_dict file, "
+                             "or choose ImageNet or Random init")
+    c = st.columns(2)
+    freeze = c[0].selectbox("Freeze", FREEZES, key="model_pretrained_freeze",
+                            format_func=FREEZE_LABELS.get,
+                            help="Frozen weights are not trained; frozen BatchNorm keeps "
+                                 "ImageNet's statistics.")
+    dropout = c[1].slider("Dropout", 0.0, 0.9, step=0.05, key="model_pretrained_dropout",
+                          help="Before the new classifier.")
+    return {"arch": "pretrained", "backbone": backbone, "weights": weights, "freeze": freeze,
+            "input_size": int(size), "dropout": dropout}
+
+
 # ---------------------------------------------------------------- summary
 
 def _rough_params(m: dict, shape, k: int) -> int:
     """Weights of the big layers only; enough to refuse a model too large to build here."""
     c, h, w = shape
+    if m["arch"] == "pretrained":
+        return 0    # a fixed list of backbones, the largest (vgg16) 0.55 GB
     if m["arch"] == "dnn":
         dims = [c * h * w, *m["hidden_dims"], k]
         return sum(a * b for a, b in zip(dims, dims[1:]))
@@ -213,12 +260,21 @@ def _shape(s) -> str:
 
 def _show_summary(resolved: dict, summary: dict, info, dataset: str) -> None:
     n = summary["trainable"]
-    c = st.columns(3)
+    pretrained = resolved["arch"] == "pretrained"
+    c = st.columns(4 if pretrained else 3)
     c[0].metric("Trainable parameters", f"{n:,}",
                 help=f"For the {dataset} input {_shape(info.shape)} and {len(info.classes)} classes.")
-    c[1].metric("Layers with parameters", sum(1 for r in summary["rows"] if r["params"]))
-    c[2].metric("Weights in memory", f"{4 * (n + summary['frozen']) / 1e6:.1f} MB",
-                help="float32, without optimiser state or activations")
+    if pretrained:
+        c[1].metric("Frozen parameters", f"{summary['frozen']:,}",
+                    help="Backbone weights that training leaves as they are.")
+    c[-2].metric("Layers with parameters", sum(1 for r in summary["rows"] if r["params"]))
+    c[-1].metric("Weights in memory", f"{4 * (n + summary['frozen']) / 1e6:.1f} MB",
+                 help="float32, without optimiser state or activations")
+    if pretrained:
+        st.caption(f"Backbone weights: **{summary.get('weights', 'unknown')}**. Images are "
+                   f"resized to {resolved['input_size']}×{resolved['input_size']}, gray repeated "
+                   "to three channels and normalised with ImageNet's mean and std inside the "
+                   "model; the weight initialisation applies to the new head only.")
     st.caption(f"Computed for **{dataset}**: input {_shape(info.shape)}, {len(info.classes)} "
                "classes (the dataset chosen on the Data page).")
     for name, (preset, ref, count) in PRESETS.items():
@@ -239,6 +295,11 @@ def _show_summary(resolved: dict, summary: dict, info, dataset: str) -> None:
 
 
 # ---------------------------------------------------------------- page
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _code(cfg_json: str, root: str) -> str:
+    return config_code(json.loads(cfg_json), root)
+
 
 def page() -> None:
     st.title("Model")
@@ -285,6 +346,18 @@ def page() -> None:
         _drafts()[arch] = resolved
         _show_summary(resolved, summary, info, dataset)
         st.page_link("pages/train.py", label="Next: train it", icon=":material/arrow_forward:")
+        if st.toggle("Show the PyTorch code", key="model_show_code",
+                     help="a standalone script (torch and torchvision only) with this model, its "
+                          "init, the data and the training loop of the Train page's settings"):
+            try:
+                code = _code(json.dumps(cfg, sort_keys=True), data_root())
+            except (ConfigError, DatasetUnavailable, OSError) as e:
+                st.error(f"No code: {e}")
+            else:
+                st.download_button("Download the script", data=code, file_name="train_model.py",
+                                   mime="text/x-python", icon=":material/download:",
+                                   on_click="ignore")
+                st.code(code, language="python")
 
 
 page()

@@ -13,7 +13,8 @@ from dlcore import jobs
 from dlcore.config import DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TRAIN_DEFAULTS, ConfigError
 from dlcore.datasets import DatasetUnavailable
 from dlcore.devices import device_report
-from dlcore.figures import learning_curves
+from dlcore.figures import layer_stats_figure, learning_curves
+from dlcore.inspect_layers import layer_series
 from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
 
 route_through_app()
@@ -49,6 +50,8 @@ def seed_form() -> None:
     for key, allowed in CHOICES.items():
         ss.setdefault(f"train_{key}", t[key] if t[key] in allowed else TRAIN_DEFAULTS[key])
     ss.setdefault("train_compile", t["compile"] if isinstance(t["compile"], bool) else False)
+    ss.setdefault("train_layer_stats", t["layer_stats"] if isinstance(t["layer_stats"], bool)
+                  else True)
     ss.setdefault("train_name", "")
 
 
@@ -109,6 +112,9 @@ def settings_form(busy: bool) -> bool:
         a.text_input("Run name", max_chars=80, key="train_name", placeholder="optional")
         b.checkbox("torch.compile", key="train_compile",
                    help="compiles the model first: pays off on long GPU runs, not on short ones")
+        a.checkbox("Layer statistics", key="train_layer_stats",
+                   help="each epoch, activation mean/std and weight-gradient norm of every layer "
+                        "on a fixed batch of 256 training images (a few % of the epoch time)")
         rep = devices()
         mps = "yes" if rep["mps"] else "no"
         st.caption(f"Found: CUDA GPU **{rep['cuda'] or 'none'}** · MPS **{mps}**"
@@ -122,7 +128,8 @@ def settings_form(busy: bool) -> bool:
 def start() -> None:
     # train keys this form does not know are kept: dlcore.config checks them all
     train = config().get("train") if isinstance(config().get("train"), dict) else {}
-    config()["train"] = {**train, **{k: ss[f"train_{k}"] for k in (*NUMBERS, *CHOICES, "compile")}}
+    config()["train"] = {**train, **{k: ss[f"train_{k}"] for k in (*NUMBERS, *CHOICES, "compile",
+                                                                   "layer_stats")}}
     try:
         job = jobs.start_training(copy.deepcopy(config()), runs_dir(), ss["train_name"] or None,
                                   data_root())
@@ -337,6 +344,23 @@ def run_view(r) -> None:
         st.plotly_chart(curves_figure(r, metrics), width="stretch", key="train_curves")
     elif r.state == "running":
         st.caption("The learning curves appear after the first epoch.")
+    layers_view(r)
+
+
+def layers_view(r) -> None:
+    """Per-layer statistics of layers.jsonl, rebuilt only when an epoch was added."""
+    series = layer_series(r.path)
+    if not series["epochs"]:
+        return
+    key = (r.id, tuple(series["epochs"]))
+    memo = ss.get("train_layers_figure")
+    if memo is None or memo[0] != key:
+        memo = ss["train_layers_figure"] = (key, layer_stats_figure(series))
+    with st.expander("Layer statistics", expanded=True, icon=":material/stacked_line_chart:"):
+        st.caption("On a fixed batch of training images, each epoch (epoch 0: the initial "
+                   "weights). Vanishing gradients or activations that explode or die point "
+                   "at a bad initialisation or learning rate.")
+        st.plotly_chart(memo[1], width="stretch", key="train_layers")
 
 
 # ---------------------------------------------------------------- page

@@ -18,7 +18,9 @@ from dlcore.evaluate import load_model
 from dlcore.runs import RunLock, RunStore, load_checkpoint, read_metrics
 from dlcore.train import TrainingFailed, resume
 
-LONG = {"data": {"dataset": "mnist-5k"}, "model": {"arch": "dnn", "hidden_dims": [256, 256]},
+# 200 small steps an epoch: long enough to be killed inside one, short on a busy machine
+LONG = {"data": {"dataset": "mnist-5k", "limit": 1000},
+        "model": {"arch": "dnn", "hidden_dims": [256, 256]},
         "train": {"epochs": 100, "batch_size": 4, "patience": 0, "device": "cpu"}}
 
 
@@ -29,7 +31,7 @@ def worker(cfg, runs, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_until(pred, timeout=90):
+def wait_until(pred, timeout=300):
     end = time.time() + timeout
     while time.time() < end:
         value = pred()
@@ -194,9 +196,11 @@ def test_stopped_run_resumes_from_the_command_line(tmp_path):
     runs = tmp_path / "runs"
     cfg = json.loads(json.dumps(LONG))
     cfg["train"]["epochs"] = 3
+    cfg["data"]["limit"] = None        # 800 steps an epoch: it reports progress before it ends
     proc = worker(cfg, runs, tmp_path)
     try:
-        run = wait_until(lambda: next((r for r in RunStore(runs).list() if r.progress), None))
+        run = wait_until(lambda: next((r for r in RunStore(runs).list()
+                                       if r.progress or r.epoch), None))
         RunStore(runs).request_stop(run.id)
         proc.wait(timeout=30)
     finally:

@@ -116,3 +116,42 @@ def test_no_runs_explains_what_to_do(empty_runs):
     at = compare_page()
     assert any("Train page" in i.value for i in at.info)
     assert not at.multiselect
+
+
+def test_init_sweep_button_trains_each_init_and_shows_them(empty_runs):
+    import time as _time
+    from dlcore.runs import RunStore
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["config"] = {"data": {"dataset": "mnist-5k"},
+                                  "model": {"arch": "dnn", "hidden_dims": [16], "init": "kaiming"},
+                                  "train": {"epochs": 5, "batch_size": 64, "device": "cpu"}}
+    at.run().switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    at.number_input(key="sweep_epochs").set_value(1).run()
+    at.number_input(key="sweep_limit").set_value(200).run()
+    at.button(key="sweep_start").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    deadline = _time.monotonic() + 40
+    while len([r for r in RunStore(empty_runs).list() if r.state == "completed"]) < 5 \
+            or any(r.state == "running" for r in RunStore(empty_runs).list()):
+        assert _time.monotonic() < deadline, "the init sweep did not finish in time"
+        _time.sleep(1)
+    runs = RunStore(empty_runs).list()
+    for _ in range(20):     # as the page's timer would, until the worker has exited
+        at.run()
+        assert not at.exception, at.exception
+        if len(at.multiselect(key="compare_ids").value) == 5:
+            break
+        _time.sleep(0.5)
+    inits = sorted(r.name.rsplit("init=", 1)[1] for r in runs)
+    assert inits == sorted(["default", "gaussian", "xavier", "kaiming", "zeros"])
+    assert all(r.epochs == 1 for r in runs)
+    assert sorted(at.multiselect(key="compare_ids").value) == sorted(r.id for r in runs)
+    tiles = {m.label: m.value for m in at.metric}
+    assert all(tiles[f"init={i}"] == "completed" for i in inits)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    sweep = next(s for s in specs if "init=zeros" in json.dumps(s["layout"].get("annotations")))
+    titles = [a["text"] for a in sweep["layout"]["annotations"]]
+    assert {f"init={i}" for i in inits} <= set(titles)

@@ -128,3 +128,13 @@ def test_no_runs_explains_what_to_do(empty_runs):
     at = draw_page()
     assert not at.selectbox
     assert any("Train page" in t for t in texts(at.info))
+
+
+def test_uploaded_digit_gets_a_saliency_map(tiny_runs):
+    at = draw_page()
+    at.file_uploader(key="draw_upload").set_value(("one.png", png(drawn_one()), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    shown = {m.label: m.value for m in at.metric}
+    captions = [c for i in at.image for c in i.captions]
+    assert any(c.startswith(f"why {shown['Predicted class']}: red pixels") for c in captions)

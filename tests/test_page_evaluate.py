@@ -99,3 +99,49 @@ def test_no_runs_shows_a_hint_to_train(empty_runs):
     at = open_evaluate()
     assert any("train one" in i.value for i in at.info)
     assert not at.get("selectbox") or not any(s.key == "eval_run" for s in at.selectbox)
+
+
+def test_drill_down_shows_exactly_the_images_of_the_chosen_cell(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    ev = json.loads((runs / dnn / "eval.json").read_text())
+    cm = ev["confusion_matrix"]
+    off = [(cm[t][p], t, p) for t in range(10) for p in range(10) if t != p]
+    _, t0, p0 = max(off, key=lambda c: (c[0], -c[1], -c[2]))
+    at = open_evaluate(dnn)
+    assert at.selectbox(key="drill_true").value == t0      # the largest confusion first
+    assert at.selectbox(key="drill_pred").value == p0
+    # a diagonal cell: the correctly classified 3s, most confident first
+    at.selectbox(key="drill_true").set_value(3).run()
+    at.selectbox(key="drill_pred").set_value(3).run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Test images in this cell"] == str(cm[3][3])
+    cell = [c for img in at.get("image") for c in img.captions
+            if c.startswith("true 3 → predicted 3 (")]
+    want = sorted((i for i in range(ev["n_test"])
+                   if ev["labels"][i] == 3 and ev["predictions"][i] == 3),
+                  key=lambda i: -ev["confidences"][i])[:18]
+    assert [int(c.rsplit("#", 1)[1]) for c in cell] == want
+    saliency = [c for img in at.get("image") for c in img.captions if "saliency for" in c]
+    assert len(saliency) == 1 and saliency[0].startswith("true 3 → predicted 3: saliency for 3")
+
+
+def test_old_eval_json_without_predictions_asks_for_a_new_evaluation(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    path = runs / dnn / "eval.json"
+    ev = json.loads(path.read_text())
+    for key in ("labels", "predictions", "confidences"):
+        ev.pop(key)
+    path.write_text(json.dumps(ev))
+    at = open_evaluate(dnn)
+    assert any("evaluate the run again" in i.value for i in at.info)
+
+
+def test_run_code_and_portable_files_are_offered(tiny_runs):
+    _, _, cnn = tiny_runs
+    at = open_evaluate(cnn)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert {"PyTorch code (.py)", "ONNX", "safetensors + config"} <= set(labels), labels
+    at.toggle(key=f"eval_code_{cnn}").set_value(True).run()
+    assert not at.exception, at.exception
+    code = at.code[0].value
+    assert "class CNN(nn.Module)" in code and "def main(" in code

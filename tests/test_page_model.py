@@ -1,6 +1,7 @@
 """The Model page: architecture controls, presets, parameter counts and clear errors."""
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from dlcore.config import default_config
@@ -129,3 +130,69 @@ def test_folder_dataset_without_a_folder_points_to_the_data_page(empty_runs):
     at.switch_page("pages/model.py").run()
     assert not at.exception
     assert "Data page" in at.error[0].value and "folder" in at.error[0].value
+
+
+# ---------------------------------------------------------------- pretrained (transfer)
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache and no network: the page never downloads weights in a test."""
+    import urllib.error
+
+    import torchvision
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    monkeypatch.setattr("dlcore.pretrained._FAILED_DOWNLOADS", {})
+
+
+def pick_pretrained(at, weights="none"):
+    at.segmented_control(key="model_arch").set_value("pretrained").run()
+    at.radio(key="model_pretrained_weights").set_value(weights).run()
+    at.number_input(key="model_pretrained_size").set_value(32).run()
+    assert not at.exception, at.exception
+
+
+def metric(at, label) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_pretrained_shows_trainable_frozen_and_where_the_weights_come_from(empty_runs, offline_hub):
+    at = open_model_page()
+    pick_pretrained(at)
+    at.selectbox(key="model_pretrained_backbone").set_value("mobilenet_v3_small").run()
+    assert metric(at, "Trainable parameters") == "10,250"
+    assert metric(at, "Frozen parameters") == "1,517,856"
+    assert any("random init" in c.value for c in at.caption)
+    model = at.session_state["config"]["model"]
+    assert model["arch"] == "pretrained" and model["weights"] == "none" and model["input_size"] == 32
+    at.selectbox(key="model_pretrained_freeze").set_value("none").run()
+    assert metric(at, "Frozen parameters") == "0"
+
+
+def test_pretrained_without_imagenet_weights_says_how_to_get_them(empty_runs, offline_hub):
+    at = open_model_page()
+    pick_pretrained(at, "imagenet")
+    assert at.error and "https://download.pytorch.org/models/resnet18" in at.error[0].value
+    assert at.session_state["config"]["model"]["arch"] == "dnn", "the last valid model is kept"
+
+
+def test_pretrained_local_weights_file_is_checked(empty_runs, offline_hub, tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"not a state dict")
+    at = open_model_page()
+    pick_pretrained(at, "file")
+    assert at.error and "Weights file" in at.error[0].value
+    at.text_input(key="model_pretrained_path").input(str(tmp_path / "junk.pth")).run()
+    assert not at.exception
+    assert "is not a weights file torch can load safely" in at.error[0].value
+
+
+def test_model_page_shows_the_pytorch_code_of_the_working_config(empty_runs):
+    at = open_model_page()
+    at.toggle(key="model_show_code").set_value(True).run()
+    assert not at.exception, at.exception
+    code = at.code[0].value
+    assert "class DNN(nn.Module)" in code and "[512, 256, 128]" in code
+    assert any(b.proto.label == "Download the script" for b in at.get("download_button"))

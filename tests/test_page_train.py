@@ -172,3 +172,25 @@ def test_resume_continues_a_stopped_run_to_its_end(empty_runs):
     assert at.session_state["train_job_run"] == run.name
     assert {m.label: m.value for m in at.metric}["Epoch"] == "3/3"
     assert len(RunStore(empty_runs).metrics(run.name)) == 3
+
+
+def test_layer_statistics_of_a_run_are_shown(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    at = open_train()
+    at.selectbox(key="train_watch").set_value(dnn).run()
+    assert not at.exception, at.exception
+    figs = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    layers = next(f for f in figs.values()
+                  if "weight-gradient norm" in json.dumps(f["layout"].get("annotations", [])))
+    names = {t["name"] for t in layers["data"]}
+    assert any("(Linear)" in n for n in names) and any("(ReLU)" in n for n in names)
+    assert all(t["x"] == [0, 1, 2] for t in layers["data"])
+
+
+def test_run_without_layer_statistics_shows_no_such_figure(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    (runs / dnn / "layers.jsonl").unlink()
+    at = open_train()
+    at.selectbox(key="train_watch").set_value(dnn).run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 1          # the learning curves only

@@ -1,0 +1,159 @@
+"""Portable model files from a run's best checkpoint: ONNX, and safetensors with a JSON config.
+
+The ONNX graph takes float images in 0..1 ([N, C, H, W], any N) and applies the run's
+normalisation itself; it outputs `logits` and softmax `probabilities`. The safetensors file
+holds the state_dict; the JSON beside it holds what rebuilds the model and prepares its input.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ConfigError
+from .export_code import export_code, run_checkpoint  # noqa: F401  (export_code: for the UI)
+from .runs import CheckpointError, write_bytes_atomic
+
+FORMATS = ("onnx", "safetensors")
+ONNX_OPSET = 17
+CONFIG_FORMAT = "dlcore-safetensors-1"
+
+
+class Portable(nn.Module):
+    """The run's model with its input normalisation and a softmax, for other runtimes."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, image):
+        logits = self.model((image - self.mean) / self.std)
+        return logits, torch.softmax(logits, dim=1)
+
+
+def _model(ckpt: dict) -> nn.Module:
+    from .evaluate import load_model
+    model, _ = load_model(ckpt)
+    return model.float().eval()
+
+
+def export_onnx_bytes(run_dir) -> bytes:
+    """The best checkpoint as an ONNX model (opset 17), as bytes."""
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise ConfigError("--format onnx: the onnx package is not installed; pip install onnx") from None
+    ckpt = run_checkpoint(run_dir)
+    wrapped = Portable(_model(ckpt), ckpt["mean"], ckpt["std"]).eval()
+    example = torch.rand(2, *ckpt["input_shape"])
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")   # the exporter warns about RNN batch sizes and the like
+        torch.onnx.export(wrapped, (example,), buf, input_names=["image"],
+                          output_names=["logits", "probabilities"], opset_version=ONNX_OPSET,
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
+                                        "probabilities": {0: "batch"}},
+                          dynamo=False)
+    return _with_metadata(buf.getvalue(), ckpt, Path(run_dir).name)
+
+
+def _with_metadata(data: bytes, ckpt: dict, run_id: str) -> bytes:
+    """Classes and preprocessing as ONNX metadata, so the file explains its own input."""
+    import onnx
+
+    m = onnx.load_from_string(data)
+    for key, value in _description(ckpt, run_id).items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    return m.SerializeToString()
+
+
+def _description(ckpt: dict, run_id: str) -> dict:
+    return {"run": run_id, "classes": list(ckpt["classes"]),
+            "input_shape": list(ckpt["input_shape"]), "mean": list(ckpt["mean"]),
+            "std": list(ckpt["std"]), "epoch": ckpt.get("epoch"),
+            "input": "float32 images in 0..1, [N, C, H, W]; the graph normalises with mean/std",
+            "outputs": "logits and softmax probabilities, [N, classes]"}
+
+
+def export_safetensors_bytes(run_dir) -> tuple[bytes, bytes]:
+    """(safetensors weights, JSON config) of the best checkpoint."""
+    from safetensors.torch import save
+
+    ckpt = run_checkpoint(run_dir)
+    state = {k: v.detach().contiguous().clone() for k, v in ckpt["model_state"].items()}
+    weights = save(state, metadata={"format": CONFIG_FORMAT, "run": Path(run_dir).name})
+    meta = {"format": CONFIG_FORMAT, **_description(ckpt, Path(run_dir).name),
+            "input": "float32 images in 0..1, [N, C, H, W], normalised as (x - mean) / std",
+            "outputs": "logits, [N, classes]", "config": ckpt["config"],
+            "val_loss": ckpt.get("val_loss")}
+    return weights, (json.dumps(meta, indent=2) + "\n").encode()
+
+
+def load_safetensors(weights_path, config_path=None) -> tuple[nn.Module, dict]:
+    """Rebuild the model from a safetensors file and its JSON config; returns (model, config)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
+    weights_path = Path(weights_path)
+    config_path = Path(config_path) if config_path else weights_path.with_suffix(".json")
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+        model_cfg = dict(meta["config"]["model"], init="default")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{config_path.name}: not a readable model config "
+                              f"({e.__class__.__name__}: {str(e)[:160]})") from None
+    try:
+        state = load_file(str(weights_path))
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{weights_path.name}: damaged or missing safetensors file "
+                              f"({str(e)[:160]})") from None
+    model = build_model(model_cfg, tuple(meta["input_shape"]), len(meta["classes"]),
+                        load_weights=False)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights_path.name}: the weights do not fit the config's model: "
+                              f"{str(e).splitlines()[0][:200]}") from None
+    return model.eval(), meta
+
+
+def export_run(run_dir, fmt: str, out=None) -> list[Path]:
+    """Write the export next to the run (or at `out`); returns the files written."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    run_dir = Path(run_dir)
+    base = Path(out) if out else run_dir / "export" / f"model.{fmt}"
+    if fmt == "onnx":
+        files = {base: export_onnx_bytes(run_dir)}
+    else:
+        weights, meta = export_safetensors_bytes(run_dir)
+        files = {base: weights, base.with_suffix(".json"): meta}
+    for path, data in files.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, data)
+        except OSError as e:
+            raise ConfigError(f"--out: cannot write {str(path)!r}: {e.strerror or e}") from None
+    return list(files)
+
+
+def safetensors_zip(run_dir) -> bytes:
+    """The safetensors weights and their JSON config in one zip, for a single download."""
+    import io
+    import zipfile
+
+    weights, config = export_safetensors_bytes(run_dir)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.safetensors", weights)
+        z.writestr("model.json", config)
+    return buf.getvalue()

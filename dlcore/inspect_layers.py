@@ -1,0 +1,162 @@
+"""Per-layer statistics while training: activation mean/std and weight-gradient norm per epoch.
+
+Measured on one fixed probe batch (a forward and a backward pass, no optimizer step) and
+appended to the run's `layers.jsonl`, one line per epoch; epoch 0 shows the initialisation.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .augment import normalize
+from .devices import autocast
+from .runs import append_jsonl, write_bytes_atomic
+
+PROBE_SIZE = 256
+LAYERS_FILE = "layers.jsonl"
+LEAF_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.modules.batchnorm._BatchNorm, nn.RNNBase,
+              nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
+
+
+class LayerProbe:
+    """Records one line of layer statistics per call to `record(epoch)`."""
+
+    def __init__(self, model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, mean, std,
+                 device, amp_dtype=None, path: Path | None = None, channels_last=False):
+        self.model, self.device, self.amp_dtype, self.path = model, device, amp_dtype, path
+        self.mean, self.std, self.channels_last = mean, std, channels_last
+        # the first images of the (already shuffled) training split: the same batch every epoch
+        self.x_u8, self.y = x_u8[:PROBE_SIZE], y[:PROBE_SIZE]
+        self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LEAF_TYPES)]
+
+    @classmethod
+    def for_trainer(cls, trainer) -> "LayerProbe":
+        return cls(trainer.model, trainer.train_x, trainer.train_y, trainer.mean, trainer.std,
+                   trainer.device, trainer.amp_dtype, trainer.run_dir / LAYERS_FILE,
+                   trainer.channels_last)
+
+    def measure(self) -> list[dict]:
+        """One forward+backward on the probe batch; the model's mode and gradients are restored."""
+        model = self.model
+        was_training = model.training
+        saved = [(p, p.grad) for p in model.parameters()]
+        for p, _ in saved:
+            p.grad = None
+        acts: dict[str, torch.Tensor] = {}
+
+        def hook(name):
+            def fn(module, inputs, output):
+                out = output[0] if isinstance(output, tuple) else output
+                if name not in acts and torch.is_tensor(out):
+                    o = out.detach().float()
+                    acts[name] = torch.stack([o.mean(), o.std() if o.numel() > 1 else o.sum() * 0])
+            return fn
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.layers]
+        try:
+            # eval mode: no dropout noise and no update of BatchNorm's running statistics
+            model.eval()
+            x = self.x_u8.to(self.device).float().div_(255.0)
+            x = normalize(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # cuDNN's RNN backward refuses eval mode; the plain kernels do not
+            with torch.backends.cudnn.flags(enabled=False), autocast(self.device, self.amp_dtype):
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits.float(), self.y.to(logits.device))
+            if loss.requires_grad:     # a fully frozen model has no gradient to measure
+                loss.backward()
+            rows, stats = [], []
+            for name, m in self.layers:
+                grads = [p.grad for pn, p in m.named_parameters(recurse=False)
+                         if pn.startswith("weight") and p.grad is not None]
+                g = torch.sqrt(sum((gr.float() ** 2).sum() for gr in grads)) if grads else None
+                a = acts.get(name)
+                stats.append((name, m, a, g))
+            values = [v for _, _, a, g in stats for v in (a, g) if v is not None]
+            flat = torch.cat([v.reshape(-1) for v in values]).tolist() if values else []
+            it = iter(flat)
+            for name, m, a, g in stats:
+                am, asd = (next(it), next(it)) if a is not None else (None, None)
+                gn = next(it) if g is not None else None
+                if a is None:
+                    continue    # a layer the forward pass did not reach
+                rows.append({"name": name, "type": type(m).__name__, "act_mean": _num(am),
+                             "act_std": _num(asd), "grad_norm": _num(gn)})
+            return rows
+        finally:
+            for h in handles:
+                h.remove()
+            for p, g in saved:
+                p.grad = g
+            model.train(was_training)
+
+    def record(self, epoch: int) -> dict:
+        line = {"epoch": int(epoch), "layers": self.measure()}
+        if self.path is not None:
+            append_jsonl(self.path, line)
+        return line
+
+    def truncate(self, done: int) -> None:
+        """A resumed run keeps the lines of the epochs it keeps (like metrics.jsonl)."""
+        if self.path is None or not self.path.exists():
+            return
+        rows = [r for r in read_layer_lines(self.path.parent) if r["epoch"] <= done]
+        write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def _num(v):
+    """JSON has no NaN or infinity: an exploded statistic becomes null (shown as a gap)."""
+    if v is None or not math.isfinite(v):
+        return None
+    return float(f"{v:.6g}")
+
+
+def read_layer_lines(run_dir) -> list[dict]:
+    """The lines of RUN_DIR/layers.jsonl; a missing file or a damaged line is skipped."""
+    p = Path(run_dir) / LAYERS_FILE
+    try:
+        data = p.read_bytes()
+    except OSError:
+        return []
+    out = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) \
+                and isinstance(row.get("layers"), list):
+            out.append(row)
+    return out
+
+
+def layer_series(run_dir) -> dict:
+    """Per-layer series over epochs: {epochs, layers: [{name, type, act_mean, act_std,
+    grad_norm}]}, each a list aligned with `epochs` (None where a value is missing)."""
+    lines = read_layer_lines(run_dir)
+    by_epoch = {}
+    for row in lines:
+        by_epoch[row["epoch"]] = row     # a resumed epoch's newer line wins
+    epochs = sorted(by_epoch)
+    names: dict[str, str] = {}
+    for e in epochs:
+        for layer in by_epoch[e]["layers"]:
+            if isinstance(layer, dict) and "name" in layer:
+                names.setdefault(layer["name"], layer.get("type", ""))
+    layers = []
+    for name, typ in names.items():
+        series = {"name": name, "type": typ, "act_mean": [], "act_std": [], "grad_norm": []}
+        for e in epochs:
+            found = next((x for x in by_epoch[e]["layers"]
+                          if isinstance(x, dict) and x.get("name") == name), {})
+            for key in ("act_mean", "act_std", "grad_norm"):
+                series[key].append(found.get(key))
+        layers.append(series)
+    return {"epochs": epochs, "layers": layers}
