@@ -157,3 +157,24 @@ def safetensors_zip(run_dir) -> bytes:
         z.writestr("model.safetensors", weights)
         z.writestr("model.json", config)
     return buf.getvalue()
+
+
+def config_code(cfg: dict, data_root=None) -> str:
+    """The script for a config that has not been trained yet (the Model page's working one).
+
+    Mean and std are computed from the training split as a run would; `normalize: false`
+    gives 0 and 1, and a pretrained backbone normalises inside the model.
+    """
+    from .config import resolve_config
+    from .datasets import load_splits
+
+    cfg = resolve_config(cfg)
+    splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)
+    plain = not cfg["data"]["normalize"] or cfg["model"]["arch"] == "pretrained"
+    mean = (0.0,) * len(splits.mean) if plain else splits.mean
+    std = (1.0,) * len(splits.std) if plain else splits.std
+    ckpt = {"config": cfg, "classes": list(splits.classes), "input_shape": list(splits.info.shape),
+            "mean": list(mean), "std": list(std)}
+    from .export_code import generate_code
+
+    return generate_code(ckpt, run_id="not trained yet", script="train_model.py")

@@ -389,17 +389,7 @@ def checkpoint_dict(cfg, model, splits, mean, std, epoch=0, val_loss=None) -> di
             "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
 def _bar(total, desc, show):
-    if not show:
-        return _NoBar()
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr,
-                dynamic_ncols=True)
+                dynamic_ncols=True, disable=not show)

@@ -9,7 +9,7 @@ import streamlit as st
 from dlcore.config import (ACTIVATIONS, ARCHS, CELLS, FREEZES, INITS, PRETRAINED_BACKBONES,
                            ConfigError, resolve_config)
 from dlcore.datasets import BUILTIN, DatasetUnavailable, dataset_info
-from dlcore.export_code import config_code
+from dlcore.export import config_code
 from dlcore.figures import layer_params_figure
 from dlcore.models import build_model, summarize
 from pages.common import config, data_root, route_through_app
