@@ -32,7 +32,7 @@ def press_start(at):
     assert not at.exception, at.exception
 
 
-def poll(at, until, timeout=60):
+def poll(at, until, timeout=180):   # generous: CI machines are shared
     """Rerun the page (as the fragment's timer would) until `until()` holds."""
     deadline = time.monotonic() + timeout
     while not until():
