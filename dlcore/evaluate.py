@@ -106,7 +106,7 @@ def compute_metrics(y_true, probs, classes) -> dict:
     }
 
 
-def evaluate_run(run_dir, data_root=None, splits=None, device=None) -> dict:
+def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) -> dict:
     """(Re)write RUN_DIR/eval.json for the best checkpoint (last.pt when there is none)."""
     from .datasets import load_splits
 

@@ -204,7 +204,7 @@ class Trainer:
                     self.status["early_stopped"] = epoch
                     break
             from .evaluate import evaluate_run
-            result = evaluate_run(self.run_dir, splits=self.splits,
+            result = evaluate_run(self.run_dir, model=self.model, splits=self.splits,
                                   device=self.device)
             self.tb.finish(self.cfg, result)
             auc = result["roc_auc_macro"]
