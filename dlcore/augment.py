@@ -15,10 +15,17 @@ def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().div_(255.0)
 
 
+def stats_tensors(mean, std, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as [1, C, 1, 1] tensors on `device`: made once, used every step."""
+    return (torch.as_tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1),
+            torch.as_tensor(std, dtype=dtype, device=device).view(1, -1, 1, 1))
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    """(x - mean) / std per channel; pass stats_tensors() in loops, numbers for one-off calls."""
+    if not torch.is_tensor(mean):
+        mean, std = stats_tensors(mean, std, x.device, x.dtype)
+    return (x - mean) / std
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator | None = None) -> torch.Tensor:

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from .config import resolve_config
-from .datasets import load_splits
+from .splits import load_splits
 from .models import build_model
 from .devices import autocast_dtype, describe_device, pick_device
-from .train import Trainer
+from .trainer import Trainer
 
 BENCH_MODELS = {   # the tutorials' DNN, and the other three at their defaults
     "dnn": {"arch": "dnn"},

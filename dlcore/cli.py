@@ -1,4 +1,4 @@
-"""`python -m dlcore <command>`: datasets, summary, train, init-sweep, resume, evaluate, predict,
+"""`python -m dlcore <command>`: datasets, devices, summary, train, init-sweep, resume, evaluate, predict,
 runs, bench, download, export-code, export.
 
 Invalid input exits non-zero with one line on stderr naming the field and what is allowed.
@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list datasets, whether each is available offline, and where from")
 
+    dv = sub.add_parser("devices", help="the devices this machine can train on")
+    dv.add_argument("--json", action="store_true", help="print them as one JSON object")
+
     s = sub.add_parser("summary", help="per-layer table of the model of a config")
     s.add_argument("config", help="config JSON file ({} is the default DNN on mnist-5k)")
 
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="config JSON file")
     t.add_argument("--runs-dir", default="runs", help="where runs are kept (default: runs/)")
     t.add_argument("--name", default=None, help="a name for the run (shown by `runs`)")
+    t.add_argument("--run-dir", default=None,
+                   help="fill this new run directory, made (and locked) by the app that "
+                        "starts this worker, instead of making one under --runs-dir")
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
     sw = sub.add_parser("init-sweep", help="train a config once per init method, one run each")
@@ -47,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--runs-dir", default="runs", help="where runs are kept (default: runs/)")
     sw.add_argument("--name", default="init sweep",
                     help="runs are named '<name> · init=<init>' (default: 'init sweep')")
+    sw.add_argument("--sweep-id", default=None,
+                    help="the id the sweep's runs carry in meta.json (default: a new one)")
     sw.add_argument("--inits", nargs="+", default=None, metavar="INIT",
                     help="which inits (default: default gaussian xavier kaiming zeros)")
 
@@ -104,6 +112,10 @@ def main(argv=None) -> int:
         if not args.command:
             parser.print_help()
             return EXIT_BAD_INPUT
+        if args.command in ("train", "resume", "init-sweep"):
+            from .signals import stop_on_sigterm
+            with stop_on_sigterm():      # before torch loads: Stop may come that early
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except _UsageError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -118,7 +130,7 @@ def main(argv=None) -> int:
         from .datasets import DatasetUnavailable
         from .images import ImageError
         from .runs import CheckpointError
-        from .train import TrainingFailed
+        from .trainer import TrainingFailed
         if isinstance(e, (DatasetUnavailable, ImageError, CheckpointError)):
             print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -146,6 +158,18 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_devices(args) -> int:
+    from .devices import device_report
+
+    rep = device_report()
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    for key, value in rep.items():
+        print(f"{key:<12} {value if value not in (None, False) else '-'}")
+    return 0
+
+
 def cmd_summary(args) -> int:
     from .config import load_config_file
     from .datasets import dataset_info
@@ -167,7 +191,7 @@ def cmd_train(args) -> int:
     cfg = load_config_file(args.config)
     run_dir = train(cfg, runs_dir=args.runs_dir, name=args.name, data_root=args.data_root,
                     progress=not args.no_progress and sys.stderr.isatty(),
-                    log=lambda s: print(s, flush=True))
+                    log=lambda s: print(s, flush=True), run_dir=args.run_dir)
     print(run_dir, flush=True)
     return 0
 
@@ -180,7 +204,8 @@ def cmd_init_sweep(args) -> int:
     cfg = load_config_file(args.config)
     name = check_name(args.name) or "init sweep"
     results = init_sweep(cfg, args.runs_dir, name, data_root=args.data_root,
-                         inits=check_inits(args.inits), log=lambda s: print(s, flush=True))
+                         inits=check_inits(args.inits), log=lambda s: print(s, flush=True),
+                         sweep_id=args.sweep_id)
     for init, run_dir, error in results:
         print(f"{init}\t{run_dir if run_dir else 'failed: ' + str(error)}", flush=True)
     return 0 if any(run_dir for _, run_dir, _ in results) else EXIT_FAILED
@@ -291,7 +316,7 @@ def _run_dir(path: str) -> Path:
     return p
 
 
-COMMANDS = {"datasets": cmd_datasets, "summary": cmd_summary, "train": cmd_train,
+COMMANDS = {"datasets": cmd_datasets, "devices": cmd_devices, "summary": cmd_summary, "train": cmd_train,
             "resume": cmd_resume, "init-sweep": cmd_init_sweep,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
             "bench": cmd_bench, "download": cmd_download, "export-code": cmd_export_code,

@@ -1,8 +1,7 @@
-"""Datasets as uint8 tensors [N, C, H, W]: where each comes from, whether it is here, and splits.
+"""Datasets as uint8 arrays [N, C, H, W]: where each comes from, whether it is here, decoding.
 
-Images are decoded once into tensors and kept (per process) so that training never decodes a
-sample twice. Splits: train/val from the training set (`val_fraction`, drawn with the run's
-seed), test = the official test set, or a fixed stratified 20% (seed 0) where there is none.
+Images are decoded once and kept (per process) so that training never decodes a sample twice.
+The splits made of them are in dlcore.splits.
 """
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .config import ConfigError
 from .images import ImageError, open_image
@@ -302,92 +300,3 @@ def _load_folder(root: Path, size: int):
                 ys.append(label)
                 bar.update()
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
-
-
-# ---------------------------------------------------------------- splits
-
-@dataclass
-class Splits:
-    train_x: torch.Tensor   # uint8 [N, C, H, W]
-    train_y: torch.Tensor   # int64 [N]
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    info: DatasetInfo
-    mean: tuple             # per channel, in 0..1, computed on train_x
-    std: tuple
-
-    @property
-    def classes(self):
-        return self.info.classes
-
-
-def load_splits(data_cfg: dict, seed: int, data_root=None) -> Splits:
-    """Train/val/test splits of a resolved `data` config; val drawn with `seed`."""
-    from sklearn.model_selection import train_test_split
-
-    root = str(Path(data_root or default_data_root()))
-    info = dataset_info(data_cfg, root)
-    x, y, tx, ty = load_arrays(data_cfg["dataset"], root, data_cfg.get("root"),
-                               int(data_cfg.get("image_size", 32)))
-    if tx is None:   # no official test set: a fixed stratified 20%, the same for every run
-        x, tx, y, ty = train_test_split(x, y, test_size=0.2, random_state=0, stratify=_strat(y))
-    idx = np.arange(len(y))
-    limit = data_cfg.get("limit")
-    if limit and limit < len(idx):
-        idx, _ = train_test_split(idx, train_size=limit, random_state=seed, stratify=_strat(y))
-    tr, va = train_test_split(idx, test_size=data_cfg["val_fraction"], random_state=seed,
-                              stratify=_strat(y[idx]))
-    tr, va = np.sort(tr), np.sort(va)
-    train_x = torch.from_numpy(np.ascontiguousarray(x[tr]))
-    mean, std = channel_stats(train_x)
-    return Splits(train_x, torch.from_numpy(y[tr]), torch.from_numpy(np.ascontiguousarray(x[va])),
-                  torch.from_numpy(y[va]), torch.from_numpy(np.ascontiguousarray(tx)),
-                  torch.from_numpy(ty), info, mean, std)
-
-
-def split_sizes(data_cfg: dict, data_root=None) -> dict:
-    """Sizes of the train, val and test splits that load_splits makes, without making them."""
-    import math
-
-    root = str(Path(data_root or default_data_root()))
-    x, y, tx, ty = load_arrays(data_cfg["dataset"], root, data_cfg.get("root"),
-                               int(data_cfg.get("image_size", 32)))
-    n, n_test = len(y), None if ty is None else len(ty)
-    if n_test is None:
-        n_test = math.ceil(0.2 * n)
-        n -= n_test
-    if data_cfg.get("limit") and data_cfg["limit"] < n:
-        n = data_cfg["limit"]
-    n_val = math.ceil(data_cfg["val_fraction"] * n)
-    return {"train": n - n_val, "val": n_val, "test": n_test}
-
-
-def _strat(y):
-    """Stratify only when every class has at least two samples."""
-    _, counts = np.unique(y, return_counts=True)
-    return y if counts.min() >= 2 else None
-
-
-def channel_stats(x: torch.Tensor) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of uint8 images, in 0..1 units."""
-    xf = x.to(torch.float64).div_(255.0).transpose(0, 1).reshape(x.shape[1], -1)
-    std = xf.std(dim=1).clamp_min(1e-6)
-    return tuple(round(v, 6) for v in xf.mean(dim=1).tolist()), tuple(round(v, 6) for v in std.tolist())
-
-
-def class_counts(data_cfg: dict, data_root=None) -> dict:
-    """Number of training and test images per class, for the Data page."""
-    root = str(Path(data_root or default_data_root()))
-    info = dataset_info(data_cfg, root)
-    x, y, tx, ty = load_arrays(data_cfg["dataset"], root, data_cfg.get("root"),
-                               int(data_cfg.get("image_size", 32)))
-    if ty is None:
-        from sklearn.model_selection import train_test_split
-        y, ty = train_test_split(y, test_size=0.2, random_state=0, stratify=_strat(y))
-    k = len(info.classes)
-    return {"classes": list(info.classes),
-            "train": np.bincount(y, minlength=k).tolist(),
-            "test": np.bincount(ty, minlength=k).tolist()}
-

@@ -23,7 +23,10 @@ ROC_POINTS = 200
 def predict_logits(model, x_u8: torch.Tensor, mean, std, device, batch: int = EVAL_BATCH,
                    amp_dtype=None):
     """Logits for uint8 images [N,C,H,W], in large batches under inference mode."""
+    from .augment import stats_tensors
     model.eval()
+    if not torch.is_tensor(mean):
+        mean, std = stats_tensors(mean, std, device)
     out = []
     with torch.inference_mode(), autocast(device, amp_dtype):
         for i in range(0, len(x_u8), batch):
@@ -106,9 +109,11 @@ def compute_metrics(y_true, probs, classes) -> dict:
     }
 
 
-def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) -> dict:
-    """(Re)write RUN_DIR/eval.json for the best checkpoint (last.pt when there is none)."""
-    from .datasets import load_splits
+def evaluate_run(run_dir, data_root=None, splits=None, device=None, batch: int = EVAL_BATCH) -> dict:
+    """(Re)write RUN_DIR/eval.json for the best checkpoint (last.pt when there is none).
+
+    The trainer passes its splits (already loaded) and a batch derived from its own."""
+    from .splits import load_splits
 
     run_dir = Path(run_dir)
     device = device or pick_device("auto")
@@ -119,7 +124,8 @@ def evaluate_run(run_dir, data_root=None, model=None, splits=None, device=None) 
     amp = autocast_dtype(cfg["train"].get("precision", "auto"), torch.device(device))
     if splits is None:
         splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)
-    logits = predict_logits(model, splits.test_x, ckpt["mean"], ckpt["std"], device, amp_dtype=amp)
+    logits = predict_logits(model, splits.test_x, ckpt["mean"], ckpt["std"], device, batch=batch,
+                            amp_dtype=amp)
     probs = torch.softmax(logits, 1).cpu().numpy()
     result = compute_metrics(splits.test_y.numpy(), probs, ckpt["classes"])
     result["checkpoint"] = path.name
@@ -146,11 +152,13 @@ def cell_examples(ev: dict, true: int, pred: int, limit: int | None = None) -> l
 
 
 def test_images(run_dir, indices, data_root=None) -> np.ndarray:
-    """The run's test images at `indices`, as uint8 [N, C, H, W] (for galleries)."""
-    from .datasets import load_splits
+    """The run's test images at `indices`, as uint8 [N, C, H, W] (for galleries).
+
+    Only those images are copied out of the raw arrays (cached per process) through the one
+    test-split derivation; no train/val split or normalisation statistics are made.
+    """
+    from .splits import fixed_test_split
     from .runs import read_json
 
     cfg = read_json(Path(run_dir) / "config.json")
-    splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)
-    idx = torch.as_tensor(list(indices), dtype=torch.long)
-    return splits.test_x[idx].numpy() if len(idx) else np.zeros((0, *splits.info.shape), np.uint8)
+    return fixed_test_split(cfg["data"], data_root).test_x(list(indices))

@@ -6,9 +6,7 @@ holds the state_dict; the JSON beside it holds what rebuilds the model and prepa
 """
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from pathlib import Path
 
 import torch
@@ -19,7 +17,8 @@ from .export_code import export_code, run_checkpoint  # noqa: F401  (export_code
 from .runs import CheckpointError, write_bytes_atomic
 
 FORMATS = ("onnx", "safetensors")
-ONNX_OPSET = 17
+# the oldest opset torch.export's ONNX exporter writes; onnxruntime runs it since 1.14
+ONNX_OPSET = 18
 CONFIG_FORMAT = "dlcore-safetensors-1"
 
 
@@ -44,34 +43,38 @@ def _model(ckpt: dict) -> nn.Module:
 
 
 def export_onnx_bytes(run_dir) -> bytes:
-    """The best checkpoint as an ONNX model (opset 17), as bytes."""
+    """The best checkpoint as an ONNX model (opset 18, any batch size), as bytes."""
     try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-    except ImportError:
-        raise ConfigError("--format onnx: the onnx package is not installed; pip install onnx") from None
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401  (torch's exporter builds the graph with it)
+    except ImportError as e:
+        raise ConfigError(f"--format onnx: the {e.name or 'onnx'} package is not installed; "
+                          f"pip install onnx onnxscript") from None
     ckpt = run_checkpoint(run_dir)
     wrapped = Portable(_model(ckpt), ckpt["mean"], ckpt["std"]).eval()
-    example = torch.rand(2, *ckpt["input_shape"])
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")   # the exporter warns about RNN batch sizes and the like
-        torch.onnx.export(wrapped, (example,), buf, input_names=["image"],
-                          output_names=["logits", "probabilities"], opset_version=ONNX_OPSET,
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
-                                        "probabilities": {0: "batch"}},
-                          dynamo=False)
-    return _with_metadata(buf.getvalue(), ckpt, Path(run_dir).name)
+    example = (torch.rand(2, *ckpt["input_shape"]),)
+    batch = ({0: torch.export.Dim("batch")},)
+    try:
+        with torch.no_grad():
+            # strict (TorchDynamo) capture: the non-strict one sees nn.RNN/LSTM/GRU's own
+            # bookkeeping of its flat weights as module state changed during export and warns
+            program = torch.export.export(wrapped, example, dynamic_shapes=batch, strict=True)
+            onnx_program = torch.onnx.export(
+                program, example, input_names=["image"], output_names=["logits", "probabilities"],
+                opset_version=ONNX_OPSET, dynamic_shapes=batch, dynamo=True, verbose=False)
+    except Exception as e:   # an exporter limitation is one clear line, not a traceback
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"--format onnx: this {ckpt['config']['model']['arch']} model cannot be "
+                          f"exported to ONNX ({e.__class__.__name__}: {first})") from None
+    return _with_metadata(onnx_program.model_proto, ckpt, Path(run_dir).name)
 
 
-def _with_metadata(data: bytes, ckpt: dict, run_id: str) -> bytes:
+def _with_metadata(model, ckpt: dict, run_id: str) -> bytes:
     """Classes and preprocessing as ONNX metadata, so the file explains its own input."""
-    import onnx
-
-    m = onnx.load_from_string(data)
     for key, value in _description(ckpt, run_id).items():
-        entry = m.metadata_props.add()
+        entry = model.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    return m.SerializeToString()
+    return model.SerializeToString()
 
 
 def _description(ckpt: dict, run_id: str) -> dict:
@@ -166,7 +169,7 @@ def config_code(cfg: dict, data_root=None) -> str:
     gives 0 and 1, and a pretrained backbone normalises inside the model.
     """
     from .config import resolve_config
-    from .datasets import load_splits
+    from .splits import load_splits
 
     cfg = resolve_config(cfg)
     splits = load_splits(cfg["data"], cfg["train"]["seed"], data_root)

@@ -5,6 +5,7 @@ appended to the run's `layers.jsonl`, one line per epoch; epoch 0 shows the init
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -26,18 +27,27 @@ class LayerProbe:
     """Records one line of layer statistics per call to `record(epoch)`."""
 
     def __init__(self, model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, mean, std,
-                 device, amp_dtype=None, path: Path | None = None, channels_last=False):
+                 device, amp_dtype=None, path: Path | None = None, channels_last=False,
+                 batch_size: int | None = None):
         self.model, self.device, self.amp_dtype, self.path = model, device, amp_dtype, path
         self.mean, self.std, self.channels_last = mean, std, channels_last
         # the first images of the (already shuffled) training split: the same batch every epoch
-        self.x_u8, self.y = x_u8[:PROBE_SIZE], y[:PROBE_SIZE]
+        self.all_x, self.all_y = x_u8, y
+        self.resize(PROBE_SIZE if batch_size is None else batch_size)
         self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LEAF_TYPES)]
+        # cuDNN's RNN backward refuses eval mode; every other layer keeps its fast kernels
+        self.cudnn = not any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+    def resize(self, batch_size: int) -> None:
+        """A forward and backward pass like a training step's: at most the training batch."""
+        n = max(1, min(PROBE_SIZE, batch_size))
+        self.x_u8, self.y = self.all_x[:n], self.all_y[:n]
 
     @classmethod
     def for_trainer(cls, trainer) -> "LayerProbe":
-        return cls(trainer.model, trainer.train_x, trainer.train_y, trainer.mean, trainer.std,
+        return cls(trainer.model, trainer.train_x, trainer.train_y, *trainer.norm,
                    trainer.device, trainer.amp_dtype, trainer.run_dir / LAYERS_FILE,
-                   trainer.channels_last)
+                   trainer.channels_last, batch_size=trainer.batch_size)
 
     def measure(self) -> list[dict]:
         """One forward+backward on the probe batch; the model's mode and gradients are restored."""
@@ -64,8 +74,9 @@ class LayerProbe:
             x = normalize(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            # cuDNN's RNN backward refuses eval mode; the plain kernels do not
-            with torch.backends.cudnn.flags(enabled=False), autocast(self.device, self.amp_dtype):
+            plain_rnn = contextlib.nullcontext() if self.cudnn else \
+                torch.backends.cudnn.flags(enabled=False)
+            with plain_rnn, autocast(self.device, self.amp_dtype):
                 logits = model(x)
                 loss = nn.functional.cross_entropy(logits.float(), self.y.to(logits.device))
             if loss.requires_grad:     # a fully frozen model has no gradient to measure

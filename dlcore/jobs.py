@@ -1,21 +1,23 @@
-"""Starting `python -m dlcore train` as a separate process, and finding the run it makes.
+"""Starting `python -m dlcore train` as a separate process, and following the run it writes.
 
-Training never runs inside the Streamlit script: the page starts a worker, and the worker's
-run directory is the only channel back (its status.json carries the worker's pid).
+Training never runs inside the Streamlit script. The app creates the run directory itself,
+locked, and hands directory and lock to the worker (`train CONFIG --run-dir DIR`), so the page
+knows its run from the start; a run is alive exactly while its lock is held.
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, resolve_config
-from .runs import RunInfo, RunStore, check_name, pid_alive, write_json_atomic
+from .runs import WORKER_LOG, RunStore, check_name, last_error, read_json, write_json_atomic
+from .runlock import LOCK_FD_ENV, RunLock, lock_holder, run_is_locked
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +28,17 @@ class Job:
     runs_dir: str
     log: str
     started: float
+    run_dir: str | None = None    # the run this worker writes; None for an init sweep
+    sweep: str | None = None      # an init sweep's id (its runs carry it in meta.json)
+    proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def run_id(self) -> str | None:
+        return Path(self.run_dir).name if self.run_dir else None
+
+    def ended(self) -> bool:
+        """Whether the worker process has exited (known to the session that started it)."""
+        return self.proc is None or self.proc.poll() is not None
 
 
 def validate(cfg: dict, data_root=None) -> dict:
@@ -33,7 +46,8 @@ def validate(cfg: dict, data_root=None) -> dict:
 
     Returns the resolved config; raises ConfigError (or DatasetUnavailable) with one line.
     """
-    from .datasets import availability, dataset_info, split_sizes
+    from .datasets import availability, dataset_info
+    from .splits import split_sizes
     from .models import build_model
     from .devices import pick_device
 
@@ -52,22 +66,28 @@ def validate(cfg: dict, data_root=None) -> dict:
 
 
 def start_training(cfg: dict, runs_dir="runs", name: str | None = None, data_root=None) -> Job:
-    """Validate, then start a worker process; returns at once."""
+    """Validate, create the run (locked), then start its worker; returns at once."""
     name = check_name(name)
     cfg = validate(cfg, data_root)
-    runs = Path(runs_dir)
-    stamp = _stamp()
-    pending = _pending_dir(runs)
-    cfg_path = pending / f"{stamp}.json"
-    write_json_atomic(cfg_path, cfg)
-    args = ["train", str(cfg_path), "--runs-dir", str(runs), "--no-progress"]
-    return _spawn(args + (["--name", name] if name else []), runs, data_root, stamp)
+    run_dir, lock = RunStore(runs_dir).create(name)
+    try:
+        write_json_atomic(run_dir / "config.json", cfg)
+        return _spawn(["train", str(run_dir / "config.json"), "--run-dir", str(run_dir),
+                       "--no-progress"], Path(runs_dir), data_root, run_dir / WORKER_LOG,
+                      lock=lock, run_dir=run_dir)
+    except OSError:
+        lock.release()
+        shutil.rmtree(run_dir, ignore_errors=True)    # no worker ever saw it
+        raise
+    finally:
+        lock.release()   # the worker holds it now
 
 
 def start_init_sweep(cfg: dict, runs_dir="runs", name: str = "init sweep", data_root=None,
                      epochs: int = 3, limit: int | None = 1000, inits=None) -> Job:
     """One worker that trains the config's model once per init method, one run after another
-    (`python -m dlcore init-sweep`); returns at once. Find its runs with dlcore.sweep.sweep_runs."""
+    (`python -m dlcore init-sweep`); returns at once. Its runs carry `job.sweep` in meta.json
+    (dlcore.sweep.sweep_runs finds them)."""
     from .sweep import check_inits, sweep_config
 
     name = check_name(name) or "init sweep"
@@ -77,8 +97,8 @@ def start_init_sweep(cfg: dict, runs_dir="runs", name: str = "init sweep", data_
     cfg_path = _pending_dir(runs) / f"{stamp}.json"
     write_json_atomic(cfg_path, cfg)
     args = ["init-sweep", str(cfg_path), "--runs-dir", str(runs), "--name", name,
-            "--inits", *check_inits(inits)]
-    return _spawn(args, runs, data_root, stamp)
+            "--sweep-id", stamp, "--inits", *check_inits(inits)]
+    return _spawn(args, runs, data_root, _pending_dir(runs) / f"{stamp}.log", sweep=stamp)
 
 
 def start_resume(runs_dir, run_id: str, epochs: int | None = None, data_root=None) -> Job:
@@ -96,7 +116,29 @@ def start_resume(runs_dir, run_id: str, epochs: int | None = None, data_root=Non
     args = ["resume", str(info.path), "--no-progress"]
     if epochs is not None:
         args += ["--epochs", str(int(epochs))]
-    return _spawn(args, Path(runs_dir), data_root, _stamp())
+    lock = RunLock(info.path).acquire(wait=0.5)     # two tabs cannot resume it twice
+    try:
+        return _spawn(args, Path(runs_dir), data_root, info.path / WORKER_LOG, lock=lock,
+                      run_dir=info.path)
+    finally:
+        lock.release()
+
+
+def device_report(timeout: float = 120) -> dict:
+    """What this machine can train on, asked of a short-lived worker: the web server itself
+    never touches the GPU (no CUDA context, no GPU memory held by it)."""
+    import json
+
+    cmd = [sys.executable, "-m", "dlcore", "devices", "--json"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                             stdin=subprocess.DEVNULL)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return {"auto": "cpu", "cuda": None, "mps": False, "cpu_threads": os.cpu_count(),
+                "torch": "?", "error": "the device check did not answer"}
 
 
 def _stamp() -> str:
@@ -109,71 +151,67 @@ def _pending_dir(runs: Path) -> Path:
     return pending
 
 
-def _spawn(args: list[str], runs: Path, data_root, stamp: str) -> Job:
-    log_path = _pending_dir(runs) / f"{stamp}.log"
+def _spawn(args: list[str], runs: Path, data_root, log_path: Path, lock: RunLock | None = None,
+           run_dir: Path | None = None, sweep: str | None = None) -> Job:
     cmd = [sys.executable, "-m", "dlcore"]
     if data_root:
         cmd += ["--data-root", str(data_root)]
     cmd += args
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if lock is not None:
+        env[LOCK_FD_ENV] = str(lock.fd)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+                                start_new_session=True, env=env,
+                                pass_fds=(lock.fd,) if lock is not None else ())
+    if lock is not None:
+        lock.write_holder(proc.pid)     # Stop signals the worker, never this server
     # reap the worker when it ends, so that it never lingers as a zombie of the app
     threading.Thread(target=proc.wait, daemon=True).start()
-    return Job(pid=proc.pid, runs_dir=str(runs), log=str(log_path), started=time.time())
-
-
-def find_run(job: Job) -> RunInfo | None:
-    """The run directory the job's worker created, once it exists."""
-    store = RunStore(job.runs_dir)
-    for r in store.list():
-        try:
-            st = json.loads((r.path / "status.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if st.get("pid") == job.pid:
-            return r
-    return None
+    return Job(pid=proc.pid, runs_dir=str(runs), log=str(log_path), started=time.time(),
+               run_dir=str(run_dir) if run_dir else None, sweep=sweep, proc=proc)
 
 
 def job_state(job: Job) -> tuple[str, str | None]:
-    """('starting' | 'running' | 'ended', last error line of the worker's output or None)."""
-    if find_run(job) is not None:
-        return "running" if pid_alive(job.pid) else "ended", None
-    if pid_alive(job.pid):
-        return "starting", None
-    return "ended", last_error(job.log)
+    """('starting' | 'running' | 'ended', the worker's error when it ended with one).
+
+    A run's worker is starting while it holds the run's lock but has not written its status."""
+    if job.run_dir is None:
+        return ("ended", last_error(job.log)) if job.ended() else ("running", None)
+    status = _status(Path(job.run_dir))
+    if run_is_locked(job.run_dir):
+        return ("running", None) if status.get("state") == "running" else ("starting", None)
+    error = status.get("error") if status.get("state") == "failed" else None
+    return "ended", error or (None if status else last_error(job.log))
 
 
-def last_error(log_path: str) -> str | None:
+def _status(run_dir: Path) -> dict:
     try:
-        lines = Path(log_path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if line.startswith("error:"):
-            return line[len("error:"):].strip()
-    return lines[-1] if lines else None
+        st = read_json(run_dir / "status.json")
+        return st if isinstance(st, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def stop(runs_dir, run_id: str) -> None:
-    """Ask a run's worker to stop at its next batch (the STOP file, then SIGTERM)."""
+    """Ask a run's worker to stop at its next batch: the STOP file, which it looks for, and
+    SIGTERM to the process holding the run's lock once that process is training (its own pid
+    in status.json). Never a pid alone: one in a stale status.json may be a stranger's now."""
     import signal
 
     store = RunStore(runs_dir)
     store.request_stop(run_id)
-    try:
-        pid = json.loads((store.path(run_id) / "status.json").read_text()).get("pid")
-    except (OSError, ValueError):
-        return
-    if pid_alive(pid):
+    path = store.path(run_id)
+    pid = lock_holder(path)
+    status = _status(path)
+    if pid is not None and pid != os.getpid() and status.get("pid") == pid \
+            and status.get("state") == "running":
         try:
             os.kill(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
 
 
-__all__ = ["Job", "validate", "start_training", "start_init_sweep", "start_resume", "find_run",
-           "job_state", "stop", "ConfigError"]
+__all__ = ["Job", "validate", "start_training", "start_init_sweep", "start_resume",
+           "job_state", "last_error", "stop", "ConfigError"]

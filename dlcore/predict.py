@@ -1,7 +1,9 @@
 """Prediction for files, uploads and drawings, prepared the way the run's dataset was.
 
 A drawn digit becomes an MNIST digit: gray, light ink on black, cropped to the ink, scaled
-into 20x20 and centred by its centre of mass in 28x28 (how MNIST itself was made).
+into 20x20 and centred by its centre of mass in 28x28 (how MNIST itself was made). An image
+that already is one of the dataset's samples (its shape and polarity) is left as it is, so
+that predicting the test split gives exactly the predictions of its evaluation.
 """
 from __future__ import annotations
 
@@ -31,10 +33,10 @@ def can_draw(cfg: dict) -> tuple[bool, str]:
     return False, f"dataset {ds!r} does not take drawings"
 
 
-def to_gray_array(image) -> np.ndarray:
-    """A PIL image, RGB/RGBA/gray array or bytes as float gray 0..255 [H, W].
+def _pixels(image) -> np.ndarray:
+    """A PIL image, bytes or array as float pixels 0..255: [H, W], [H, W, 3] or [H, W, 4].
 
-    Transparent pixels (a canvas's empty background) count as white paper.
+    Arrays may also be channel-first ([1, H, W] or [3, H, W]), as the dataset splits hold them.
     """
     from PIL import Image
 
@@ -44,18 +46,48 @@ def to_gray_array(image) -> np.ndarray:
         if image.mode not in ("L", "RGB", "RGBA"):
             image = image.convert("RGBA" if "A" in image.mode else "RGB")
         image = np.asarray(image)
-    a = np.asarray(image, dtype=np.float64)
+    try:
+        a = np.asarray(image, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ImageError(f"expected an image (a file, PIL image or pixel array), "
+                         f"got {type(image).__name__}") from None
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or a.size == 0:
+        raise ImageError(f"expected an image array [H, W], [H, W, 3] or [H, W, 4], got {list(a.shape)}")
+    if not np.isfinite(a).all():
+        raise ImageError("the image array holds NaN or infinite values")
+    return a
+
+
+def _gray(a: np.ndarray) -> np.ndarray:
+    """Float gray [H, W] of `_pixels`' output; transparent pixels count as white paper."""
     if a.ndim == 2:
         return a
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ImageError(f"expected an image array [H, W], [H, W, 3] or [H, W, 4], got {list(a.shape)}")
-    if a.shape[2] == 1:
-        return a[:, :, 0]
     gray = a[:, :, :3] @ np.array([0.299, 0.587, 0.114])
     if a.shape[2] == 4:
         alpha = a[:, :, 3] / 255.0
         gray = gray * alpha + 255.0 * (1 - alpha)
     return gray
+
+
+def _transparent(a: np.ndarray) -> bool:
+    """Whether some pixels are see-through: a drawing on a canvas, not a photo or a sample."""
+    return a.ndim == 3 and a.shape[2] == 4 and bool((a[:, :, 3] < 255).any())
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(a), 0, 255).astype(np.uint8)
+
+
+def to_gray_array(image) -> np.ndarray:
+    """A PIL image, RGB/RGBA/gray array or bytes as float gray 0..255 [H, W].
+
+    Transparent pixels (a canvas's empty background) count as white paper.
+    """
+    return _gray(_pixels(image))
 
 
 def light_background(gray: np.ndarray) -> bool:
@@ -91,37 +123,47 @@ def mnist_digit(gray: np.ndarray, size: int = 28, box: int = 20) -> np.ndarray:
 
 
 def prepare_image(image, ckpt_or_cfg: dict) -> np.ndarray:
-    """What the model sees: uint8 [C, H, W] in the run's input shape."""
+    """What the model sees: uint8 [C, H, W] in the run's input shape.
+
+    An image that already is a sample of the run's dataset (its input shape, opaque, and for
+    digits light ink on a dark background) reaches the model unchanged, exactly as evaluation
+    saw the test split. Drawings and other digit images (a canvas, a large or dark-on-light
+    picture) are made into MNIST digits first.
+    """
     from PIL import Image
 
     cfg = ckpt_or_cfg.get("config", ckpt_or_cfg)
     shape = ckpt_or_cfg.get("input_shape") or _shape_of(cfg)
     c, h, w = shape
     ds = cfg.get("data", {}).get("dataset")
-    if ds in DIGIT_DATASETS:
-        digit = mnist_digit(to_gray_array(image))
-        if (h, w) != (28, 28):   # the 8x8 digits fill their frame: drop MNIST's 4-pixel margin
-            digit = np.asarray(Image.fromarray(digit[2:26, 2:26]).resize((w, h), Image.BILINEAR))
-        return digit[None].astype(np.uint8)
+    a = _pixels(image)
     if c == 1:
-        gray = to_gray_array(image)
+        gray = _gray(a)
+        if ds in DIGIT_DATASETS:
+            if gray.shape == (h, w) and not _transparent(a) and not light_background(gray):
+                return _u8(gray)[None]
+            digit = mnist_digit(gray)
+            if (h, w) != (28, 28):   # the 8x8 digits fill their frame: drop MNIST's 4-pixel margin
+                digit = np.asarray(Image.fromarray(digit[2:26, 2:26]).resize((w, h), Image.BILINEAR))
+            return digit[None].astype(np.uint8)
         if ds == "fashion-mnist" and light_background(gray):
             gray = 255.0 - gray
-        img = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)[None]
-    if isinstance(image, (bytes, bytearray)):
-        image = open_image(bytes(image))
-    if not isinstance(image, Image.Image):
-        a = np.asarray(image)
-        image = Image.fromarray(a.astype(np.uint8)) if a.ndim in (2, 3) else None
-    if image is None:
-        raise ImageError("expected an image")
-    if image.mode == "RGBA":   # transparent means white paper
-        bg = Image.new("RGB", image.size, (255, 255, 255))
-        bg.paste(image, mask=image.getchannel("A"))
-        image = bg
-    img = image.convert("RGB").resize((w, h), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+        return _resized(_u8(gray), h, w)[None]
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.shape[2] == 4:   # transparent means white paper
+        alpha = a[:, :, 3:] / 255.0
+        a = a[:, :, :3] * alpha + 255.0 * (1 - alpha)
+    return _resized(_u8(a), h, w).transpose(2, 0, 1).copy()
+
+
+def _resized(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """uint8 [H, W] or [H, W, 3] at h x w (bilinear); an image of that size is left as it is."""
+    from PIL import Image
+
+    if a.shape[:2] == (h, w):
+        return a
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.BILINEAR), dtype=np.uint8)
 
 
 def _shape_of(cfg):

@@ -6,7 +6,7 @@ import torch
 
 from .augment import augment_batch, image_grid, normalize, to_display
 from .config import resolve_config
-from .datasets import load_splits
+from .splits import load_splits
 
 
 def raw_samples(data_cfg: dict, n: int = 32, seed: int = 0, data_root=None) -> dict:

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import ConfigError
+from .runlock import RunLock, run_is_locked
 
-RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "best.pt", "last.pt", "eval.json",
-             "meta.json")
 STOP_FILE = "STOP"
-LOCK_FILE = ".lock"
+WORKER_LOG = "worker.log"
 MAX_NAME = 80
+LEFTOVER_AGE_S = 600      # a temp file this old in an unlocked run belongs to no live writer
 
 
 def now_iso() -> str:
@@ -168,20 +168,18 @@ def check_name(name: str | None) -> str:
     return name
 
 
-def pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+def last_error(log_path) -> str | None:
+    """The last `error:` line of a worker's log (else its last line); reads only its end."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:   # a zombie (exited, not yet reaped by its parent) is gone for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+            lines = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
-        return True
+        return None
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line[len("error:"):].strip()
+    return lines[-1] if lines else None
 
 
 def _unlink_quietly(p: Path) -> None:
@@ -213,24 +211,26 @@ class RunInfo:
     has_best: bool = False
     has_last: bool = False
     created: float = 0.0
-
-    @property
-    def label(self) -> str:
-        return f"{self.name or self.id} ({self.id})" if self.name else self.id
-
-    @property
-    def active(self) -> bool:
-        return self.state == "running"
+    sweep: str | None = None
+    trial: str | None = None
 
 
 class RunStore:
-    """Lists, reads, renames and deletes runs under one folder."""
+    """Lists, reads, renames and deletes runs under one folder.
+
+    Reading changes nothing: a run is `running` exactly while a process holds its lock, and
+    what killed processes left is cleaned only by `clean_leftovers`, which workers call.
+    """
 
     def __init__(self, root=None):
         self.root = Path(root or "runs")
 
     # -- creating
-    def create(self, name: str | None = None) -> Path:
+    def create(self, name: str | None = None, **meta) -> tuple[Path, "RunLock"]:
+        """A new run directory, locked from its first file on: (path, the held lock).
+
+        `meta` goes into meta.json beside the name (a sweep's id and trial, for instance).
+        """
         name = check_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -243,8 +243,13 @@ class RunStore:
                 path.mkdir()      # exclusive: two workers never share a directory
             except FileExistsError:
                 continue
-            write_json_atomic(path / "meta.json", {"name": name, "created": time.time()})
-            return path
+            lock = RunLock(path).acquire()
+            try:
+                write_json_atomic(path / "meta.json", {"name": name, "created": time.time(), **meta})
+            except BaseException:
+                lock.release()
+                raise
+            return path, lock
         raise RuntimeError(f"could not create a run directory under {self.root}")
 
     # -- reading
@@ -256,42 +261,47 @@ class RunStore:
             raise ConfigError(f"run {run_id!r} not found in {self.root}")
         return p
 
-    def list(self) -> list[RunInfo]:
+    def _run_dirs(self) -> list[Path]:
         if not self.root.is_dir():
             return []
-        runs = [self.info(p) for p in self.root.iterdir()
+        return [p for p in self.root.iterdir()
                 if p.is_dir() and not p.name.startswith(".")
                 and ((p / "config.json").exists() or (p / "status.json").exists()
                      or (p / "meta.json").exists())]
-        self.clean_leftovers(runs)
+
+    def list(self) -> list[RunInfo]:
+        runs = [self.info(p) for p in self._run_dirs()]
         # ids tell the second; the creation time orders runs made within the same one
         return sorted(runs, key=lambda r: (r.id[:15], r.created, r.id), reverse=True)
 
-    def clean_leftovers(self, runs: list[RunInfo]) -> None:
-        """Remove what killed processes left: temp files of runs no process writes any more,
-        half-deleted runs, and worker logs older than a week."""
-        for r in runs:
-            if r.state != "running":
-                for tmp in r.path.glob(".*.tmp"):
+    def clean_leftovers(self) -> None:
+        """Remove what killed processes left, and only that: temp files older than
+        LEFTOVER_AGE_S in runs whose lock no process holds, half-deleted runs, and worker logs
+        older than a week. Called by workers as they start, never by a page's poll."""
+        old = time.time() - LEFTOVER_AGE_S
+        for run in self._run_dirs():
+            temps = [t for t in run.glob(".*.tmp") if _mtime(t) < old]
+            if temps and not run_is_locked(run):
+                for tmp in temps:
                     _unlink_quietly(tmp)
         for p in self.root.glob(".deleting-*"):
-            shutil.rmtree(p, ignore_errors=True)
+            if _mtime(p) < old:
+                shutil.rmtree(p, ignore_errors=True)
         week_ago = time.time() - 7 * 86400
         for p in (self.root / ".pending").glob("*"):
-            try:
-                if p.stat().st_mtime < week_ago:
-                    _unlink_quietly(p)
-            except OSError:
-                pass
+            if _mtime(p) < week_ago:
+                _unlink_quietly(p)
 
     def info(self, path) -> RunInfo:
         path = Path(path)
         r = RunInfo(id=path.name, path=path)
         reading = "run directory"
         try:
+            alive = run_is_locked(path)
             reading = "meta.json"
             meta = _json_or_empty(path / reading)
             r.name, r.created = meta.get("name", ""), float(meta.get("created") or 0)
+            r.sweep, r.trial = meta.get("sweep"), meta.get("trial")
             reading = "status.json"
             st = _json_or_empty(path / reading)
             reading = "config.json"
@@ -307,9 +317,15 @@ class RunStore:
             reading = "config.json"
             r.dataset = cfg.get("data", {}).get("dataset", "")
             r.arch = cfg.get("model", {}).get("arch", "")
-            if r.state == "running" and not pid_alive(st.get("pid")):
+            if alive:             # a worker holds the lock: starting, training or resuming
+                r.state, r.error = "running", None
+                if st.get("state") != "running":
+                    r.progress, r.finished_at = {}, None
+            elif r.state == "running" or not st:
                 r.state = "failed"
-                r.error = r.error or f"the training process (pid {st.get('pid')}) is gone"
+                r.error = r.error or ("the training process is gone" if st else
+                                      last_error(path / WORKER_LOG)
+                                      or "the worker ended before training started")
             reading = "metrics.jsonl"
             metrics = read_metrics(path)
             if metrics:
@@ -320,7 +336,7 @@ class RunStore:
             if r.has_eval and not isinstance(_json_or_empty(path / reading).get("accuracy"), (int, float)):
                 raise ValueError("no accuracy in it")
             r.has_best, r.has_last = (path / "best.pt").exists(), (path / "last.pt").exists()
-            if not st and not cfg:
+            if not st and not cfg and not alive:
                 r.state = "damaged"
                 r.damaged = "no config.json or status.json"
         except (OSError, ValueError, TypeError, AttributeError) as e:
@@ -354,36 +370,20 @@ class RunStore:
 
     def delete(self, run_id: str) -> None:
         p = self.path(run_id)
-        info = self.info(p)
-        if info.state == "running":
-            raise ConfigError(f"run {run_id!r} is still training; stop it before deleting it")
-        # rename first so that a half-finished delete never looks like a run
-        trash = self.root / f".deleting-{run_id}-{int(time.time())}"
-        os.replace(p, trash)
+        # holding the lock while the directory is renamed away: no worker can start in it
+        try:
+            lock = RunLock(p).acquire(wait=0.5)
+        except ConfigError:
+            raise ConfigError(f"run {run_id!r} is still training; stop it before deleting it") from None
+        with lock:
+            # rename first so that a half-finished delete never looks like a run
+            trash = self.root / f".deleting-{run_id}-{int(time.time())}"
+            os.replace(p, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
 
-class RunLock:
-    """An exclusive lock on a run directory held while a worker writes into it."""
-
-    def __init__(self, run_dir: Path):
-        self.path, self.fd = Path(run_dir) / LOCK_FILE, None
-
-    def __enter__(self):
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise ConfigError(f"run {self.path.parent.name} is being written by another "
-                              f"process (pid {holder}); stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)      # closing releases the lock; the file stays, harmlessly
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return float("inf")     # gone already: nothing to clean

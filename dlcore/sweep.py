@@ -1,7 +1,8 @@
 """The init comparison: the same model trained once per init method, one run after another.
 
 `python -m dlcore init-sweep` runs it in one worker process; each init becomes its own run,
-named "<name> · init=<init>", so the pages find the sweep's runs by name.
+named "<name> · init=<init>" and carrying the sweep's id and its init as `sweep` and `trial`
+in meta.json: that, not the name (which the user may change), is how the pages find them.
 """
 from __future__ import annotations
 
@@ -36,33 +37,45 @@ def check_inits(inits) -> list[str]:
     return inits
 
 
-def init_sweep(cfg: dict, runs_dir, name: str, data_root=None, inits=None, log=print) -> list:
-    """Train `cfg` once per init (one after another); a run that fails does not stop the rest.
+def new_sweep_id() -> str:
+    import os
+    import time
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
-    Returns [(init, run_dir or None, error or None)]."""
-    from .train import TrainingFailed, train
+
+def init_sweep(cfg: dict, runs_dir, name: str, data_root=None, inits=None, log=print,
+               sweep_id: str | None = None) -> list:
+    """Train `cfg` once per init (one after another); a run that fails does not stop the rest,
+    a stop (SIGTERM) ends the sweep. Returns [(init, run_dir or None, error or None)]."""
+    from .signals import stop_on_sigterm, stop_requested
+    from .train import train
+    from .trainer import TrainingFailed
 
     cfg = resolve_config(cfg)
+    sweep_id = sweep_id or new_sweep_id()
     out = []
-    for init in check_inits(inits):
-        c = copy.deepcopy(cfg)
-        c["model"]["init"] = init
-        log(f"init-sweep: training init={init}")
-        try:
-            run_dir = train(c, runs_dir=runs_dir, name=run_name(name, init), data_root=data_root,
-                            progress=False, log=log)
-            out.append((init, run_dir, None))
-        except TrainingFailed as e:     # e.g. gaussian init diverging: that is a finding too
-            log(f"init-sweep: init={init} failed: {e}")
-            out.append((init, None, str(e)))
+    with stop_on_sigterm():
+        for init in check_inits(inits):
+            if stop_requested():
+                break
+            c = copy.deepcopy(cfg)
+            c["model"]["init"] = init
+            log(f"init-sweep: training init={init}")
+            try:
+                run_dir = train(c, runs_dir=runs_dir, name=run_name(name, init),
+                                data_root=data_root, progress=False, log=log,
+                                sweep=sweep_id, trial=init)
+                out.append((init, run_dir, None))
+            except TrainingFailed as e:     # e.g. gaussian init diverging: that is a finding too
+                log(f"init-sweep: init={init} failed: {e}")
+                out.append((init, None, str(e)))
     return out
 
 
-def sweep_runs(runs, name: str, inits=SWEEP_INITS) -> dict:
-    """{init: the newest RunInfo named for it, or None} among `runs` (RunStore.list())."""
+def sweep_runs(runs, sweep_id: str, inits=SWEEP_INITS) -> dict:
+    """{init: the sweep's RunInfo for it, or None} among `runs` (RunStore.list())."""
     found = {init: None for init in inits}
     for r in runs:                           # newest first: keep the first match
-        for init in inits:
-            if r.name == run_name(name, init) and found[init] is None:
-                found[init] = r
+        if r.sweep == sweep_id and r.trial in found and found[r.trial] is None:
+            found[r.trial] = r
     return found

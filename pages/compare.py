@@ -14,7 +14,6 @@ from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
 from dlcore.figures import confusion_matrix_figure, init_sweep_figure, learning_curves
 from dlcore.inspect_layers import layer_series
-from dlcore.runs import pid_alive
 from dlcore.sweep import SWEEP_INITS, sweep_runs
 from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
 
@@ -158,13 +157,13 @@ def start_sweep() -> None:
     except (ConfigError, DatasetUnavailable, OSError) as e:
         ss["sweep_error"] = f"Not started: {e}"
         return
-    ss["compare_sweep"] = {"name": name, "pid": job.pid, "log": job.log, "selected": False}
+    ss["compare_sweep"] = {"name": name, "job": job, "selected": False}
 
 
 def sweep_progress(sweep: dict) -> None:
     """Which of the sweep's runs exist and how far each is; reruns the page when it ends."""
-    found = sweep_runs(store().list(), sweep["name"])
-    alive = pid_alive(sweep["pid"])
+    found = sweep_runs(store().list(), sweep["job"].sweep)
+    alive = not sweep["job"].ended()
     cells = st.columns(len(found))
     for col, (init, r) in zip(cells, found.items()):
         state = "waiting" if r is None else r.state if r.state != "running" else \
@@ -191,7 +190,7 @@ def sweep_section() -> None:
         a, b, c = st.columns([1, 1, 1], vertical_alignment="bottom")
         a.number_input("Epochs per run", 1, 50, key="sweep_epochs")
         b.number_input("Training images", 100, 100000, step=100, key="sweep_limit")
-        running = sweep is not None and pid_alive(sweep["pid"])
+        running = sweep is not None and not sweep["job"].ended()
         c.button("Compare inits", icon=":material/play_arrow:", key="sweep_start",
                  on_click=start_sweep, disabled=running, type="primary",
                  help="still training the last sweep" if running else None)
@@ -200,14 +199,14 @@ def sweep_section() -> None:
             st.error(err)
         if sweep is None:
             return
-        found = {i: r for i, r in sweep_runs(store().list(), sweep["name"]).items() if r}
+        found = {i: r for i, r in sweep_runs(store().list(), sweep["job"].sweep).items() if r}
         if not running and not sweep["selected"] and found:
             # once, so that the user can change the selection afterwards
             sweep["selected"] = True
             ss["compare_ids"] = [r.id for r in found.values()]
         st.fragment(sweep_progress, run_every=1.0 if running else None)(sweep)
         if not running and not found:
-            why = jobs.last_error(sweep["log"])
+            why = jobs.last_error(sweep["job"].log)
             st.error(f"The init comparison produced no run{': ' + why if why else ''}")
             return
         series = {f"init={i}": layer_series(r.path) for i, r in found.items()}

@@ -7,6 +7,7 @@ import os
 import streamlit as st
 
 import dlcore.datasets as datasets
+from dlcore.splits import class_counts
 from dlcore.config import ConfigError, resolve_config
 from dlcore.figures import class_counts_figure
 from dlcore.images import ImageError
@@ -26,7 +27,7 @@ PROBLEMS = (ConfigError, datasets.DatasetUnavailable, ImageError)
 
 @st.cache_data(show_spinner="Counting images per class...", max_entries=16)
 def _class_counts(source_json: str, root: str) -> dict:
-    return datasets.class_counts(json.loads(source_json), root)
+    return class_counts(json.loads(source_json), root)
 
 
 @st.cache_data(show_spinner="Loading samples...", max_entries=16)

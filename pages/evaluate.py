@@ -53,7 +53,9 @@ def evaluate_button(r, label: str) -> None:
     if st.button(label, type="primary", icon=":material/play_arrow:"):
         with st.spinner("Evaluating the checkpoint on the test split..."):
             try:
-                evaluate_run(r.path, data_root())
+                # on the CPU: the web server process must never create a CUDA context (it
+                # would hold GPU memory for as long as the server runs)
+                evaluate_run(r.path, data_root(), device="cpu")
             except LOAD_ERRORS as e:
                 st.error(f"Evaluation failed: {e}")
                 return

@@ -12,7 +12,6 @@ import streamlit as st
 from dlcore import jobs
 from dlcore.config import DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TRAIN_DEFAULTS, ConfigError
 from dlcore.datasets import DatasetUnavailable
-from dlcore.devices import device_report
 from dlcore.figures import layer_stats_figure, learning_curves
 from dlcore.inspect_layers import layer_series
 from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
@@ -33,7 +32,7 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES,
 
 @st.cache_data(show_spinner=False)
 def devices() -> dict:
-    return device_report()
+    return jobs.device_report()
 
 
 def seed_form() -> None:
@@ -140,9 +139,8 @@ def start() -> None:
 
 
 def follow(job) -> None:
-    """Make a just-started worker this session's job, shown and polled from now on."""
-    ss["train_job"], ss["train_job_run"], ss["train_job_error"] = job, None, None
-    ss["train_pinned"] = False
+    """Make a just-started worker's run this session's run, shown and polled from now on."""
+    ss["train_job"], ss["train_job_run"], ss["train_pinned"] = job, job.run_id, False
     st.rerun()
 
 
@@ -161,36 +159,15 @@ def resume_button(r) -> None:
 
 # ---------------------------------------------------------------- following runs
 
-def follow_job() -> bool:
-    """Find the run of this session's worker; True while the worker is still loading data."""
+def job_phase() -> str | None:
+    """'starting' (loading data), 'running' or 'ended' for this session's worker; None: none."""
     job = ss.get("train_job")
-    if job is None or ss.get("train_job_run"):
-        return False
-    r = jobs.find_run(job)
-    if r is None:
-        phase, err = jobs.job_state(job)
-        if phase == "starting":
-            return True
-        r = jobs.find_run(job)   # it may have appeared between the two looks
-        if r is None:
-            ss["train_job"] = None
-            ss["train_job_error"] = err or "the training process ended before it created a run"
-            return False
-    ss["train_job_run"] = r.id
-    return False
+    return jobs.job_state(job)[0] if job is not None else None
 
 
 def session_busy() -> bool:
     """This session's worker is loading data or training."""
-    if follow_job():
-        return True
-    rid = ss.get("train_job_run")
-    if not rid:
-        return False
-    try:
-        return store().get(rid).state == "running"
-    except ConfigError:   # the run was deleted meanwhile
-        return False
+    return job_phase() in ("starting", "running")
 
 
 def anything_active() -> bool:
@@ -212,21 +189,15 @@ def pick_run(runs) -> str:
 
 
 def monitor(polling: bool) -> None:
-    had_run = ss.get("train_job_run")
-    starting = follow_job()
-    if polling and ss.get("train_job_run") != had_run:
-        st.rerun()   # the worker's run appeared: redraw the whole page (sidebar, picker) once
+    starting = job_phase() == "starting"
     runs = store().list()
-    if polling and not starting and not any(r.state == "running" for r in runs):
+    if polling and not any(r.state == "running" for r in runs):
         st.rerun()   # the last run just ended: redraw the page once, without polling
     if starting:
         st.info("Starting... the training process is loading the data.",
                 icon=":material/hourglass_top:")
-    if ss.get("train_job_error"):
-        st.error(f"Training did not start: {ss['train_job_error']}")
     if not runs:
-        if not starting:
-            st.info("No runs yet: choose the settings and press Start.")
+        st.info("No runs yet: choose the settings and press Start.")
         return
     watched = pick_run(runs)
     run_view(next(r for r in runs if r.id == watched))
@@ -368,7 +339,6 @@ def layers_view(r) -> None:
 st.title("Train")
 ss.setdefault("train_job", None)
 ss.setdefault("train_job_run", None)
-ss.setdefault("train_job_error", None)
 ss.setdefault("train_pinned", False)
 
 left, right = st.columns([2, 3], gap="large")

@@ -5,7 +5,6 @@ them elsewhere, saying what to install.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -121,21 +120,22 @@ class AppServer:
 def _stop_workers(runs_dir: Path, grace: float = 15) -> None:
     """Training workers run in their own sessions: end any the tests left running."""
     from dlcore.jobs import stop
-    from dlcore.runs import RunStore, pid_alive
+    from dlcore.runs import RunStore
+    from dlcore.runlock import lock_holder, run_is_locked
 
     store = RunStore(runs_dir)
-    pids = []
+    holders = []
     for r in store.active():
+        holders.append((r.path, lock_holder(r.path)))
         try:
-            pids.append(json.loads((r.path / "status.json").read_text()).get("pid"))
             stop(runs_dir, r.id)
         except (OSError, ValueError):
             continue
     deadline = time.monotonic() + grace
-    for pid in filter(None, pids):
-        while pid_alive(pid) and time.monotonic() < deadline:
+    for path, pid in holders:
+        while run_is_locked(path) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if pid_alive(pid):
+        if run_is_locked(path) and pid:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

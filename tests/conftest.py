@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,28 @@ TINY = {"data": {"dataset": "mnist-5k", "limit": 400},
 TINY_CNN = {"data": {"dataset": "mnist-5k", "limit": 400},
             "model": {"arch": "cnn", "blocks": [[8, 8], [16, 16]], "fc_dims": [32]},
             "train": {"epochs": 2, "batch_size": 64, "seed": 2, "device": "cpu", "lr": 0.003}}
+
+
+def wait_for(predicate, worker=None, log=None, timeout=300, what="the condition"):
+    """Poll until predicate() is truthy and return its value. A worker (a Popen) that ends
+    first fails the wait at once, showing its output; `timeout` only bounds a hang."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if worker is not None and worker.poll() is not None:
+            value = predicate()
+            if value:
+                return value
+            out = worker.stderr.read() if getattr(worker, "stderr", None) else ""
+            if log and Path(log).exists():
+                out += Path(log).read_text(errors="replace")
+            raise AssertionError(f"the worker ended (exit {worker.returncode}) before "
+                                 f"{what}; its output:\n{out[-4000:]}")
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def train_quietly(cfg, runs_dir, name=None, data_root=None):

@@ -37,13 +37,27 @@ def test_hflip_flips_about_half_of_the_batch_like_torchvision():
     assert 60 < sum(flipped) < 140
 
 
-def test_rotation_by_90_degrees_matches_rot90_inside_the_image():
-    x = batch(b=2, c=1, h=9, w=9)
-    out = rotate(x, torch.tensor([90.0, 0.0]))
-    assert torch.allclose(out[1], x[1], atol=1e-5)
-    ref = torch.rot90(x[0], k=1, dims=(1, 2))
-    assert torch.allclose(out[0][:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-4) or \
-        torch.allclose(out[0][:, 1:-1, 1:-1], torch.rot90(x[0], k=-1, dims=(1, 2))[:, 1:-1, 1:-1], atol=1e-4)
+def test_positive_angles_rotate_counter_clockwise_like_torchvision():
+    x = torch.zeros(3, 1, 9, 9)
+    x[:, 0, 1, 4] = 1.0                                   # one bright pixel above the centre (4, 4)
+    out = rotate(x, torch.tensor([90.0, -90.0, 0.0]))
+    left, right = torch.zeros(9, 9), torch.zeros(9, 9)
+    left[4, 1] = 1.0                                      # +90: counter-clockwise, up goes left
+    right[4, 7] = 1.0                                     # -90: clockwise, up goes right
+    assert torch.allclose(out[0, 0], left, atol=1e-5)
+    assert torch.allclose(out[1, 0], right, atol=1e-5)
+    assert torch.allclose(out[2], x[2], atol=1e-6)
+    assert torch.equal(TF.rotate(x[0], 90.0)[0], left)    # torchvision's convention, pinned
+
+
+@pytest.mark.parametrize("size", [9, 12, 28])
+def test_rotation_matches_torchvision_bilinear_for_each_image_angle(size):
+    angles = [90.0, -90.0, 30.0, -45.0, 7.5, 180.0]
+    x = batch(b=len(angles), c=3, h=size, w=size, seed=size)
+    out = rotate(x, torch.tensor(angles))                 # every image its own angle, in one call
+    for i, a in enumerate(angles):
+        ref = TF.rotate(x[i], a, interpolation=TF.InterpolationMode.BILINEAR)
+        assert torch.allclose(out[i], ref, atol=1e-5), a
 
 
 def test_augment_batch_is_reproducible_with_a_seeded_generator():

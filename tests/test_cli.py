@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from dlcore.evaluate import test_images as split_images   # not a test
+from dlcore.predict import predict
 
 
 def dlcore(*args, cwd):
@@ -54,10 +56,24 @@ def test_runs_evaluate_and_predict(tiny_runs, tmp_path):
     img = np.full((200, 200), 255, np.uint8)
     img[30:170, 90:110] = 0                           # a dark "1" on white paper
     Image.fromarray(img).save(tmp_path / "one.png")
-    out = dlcore("predict", runs / cnn, tmp_path / "one.png", cwd=tmp_path)
+    # and three real test digits, which must get the predictions their evaluation recorded
+    evaluation = json.loads((runs / cnn / "eval.json").read_text())
+    digits = split_images(runs / cnn, [0, 1, 2])
+    files = [tmp_path / "one.png"]
+    for i, d in enumerate(digits):
+        files.append(tmp_path / f"test{i}.png")
+        Image.fromarray(d[0]).save(files[-1])
+    out = dlcore("predict", runs / cnn, *files, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    path, cls, prob = out.stdout.strip().split("\t")
-    assert path.endswith("one.png") and cls in "0123456789" and 0 < float(prob) <= 1
+    lines = [line.split("\t") for line in out.stdout.strip().splitlines()]
+    assert [len(fields) for fields in lines] == [3, 3, 3, 3]   # image, class, probability
+    expected = ["1"] + [evaluation["classes"][evaluation["predictions"][i]] for i in range(3)]
+    assert [cls for _, cls, _ in lines] == expected
+    results = predict(runs / cnn, files)
+    for (path, cls, prob), f, r in zip(lines, files, results):
+        assert path == str(f) and cls == r["class"]
+        assert 0.1 <= float(prob) <= 1               # the largest of 10 probabilities
+        assert prob == f"{r['probability']:.4f}"
 
 
 @pytest.mark.parametrize("cfg, field", [

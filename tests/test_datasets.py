@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from dlcore.config import resolve_config
-from dlcore.datasets import (DatasetUnavailable, FASHION_SYSTEM_DIR, availability, channel_stats,
-                             class_counts, dataset_info, load_arrays, load_splits, read_idx)
+import dlcore.splits as splits
+from dlcore.datasets import DatasetUnavailable, FASHION_SYSTEM_DIR, availability, dataset_info, load_arrays, read_idx
+from dlcore.splits import (channel_stats, class_counts, fixed_test_split, load_splits,
+                           split_sizes)
+from dlcore.evaluate import test_images as gallery_images   # not a test
 from datafiles import (write_cifar_binary, write_cifar_python, write_folder, write_mnist)
 
 
@@ -186,7 +189,184 @@ def test_download_fetches_with_torchvision_into_the_data_root(tmp_path, monkeypa
 @pytest.mark.parametrize("cfg", [{}, {"limit": 333, "val_fraction": 0.15}, {"dataset": "digits"},
                                  {"dataset": "digits", "val_fraction": 0.05}])
 def test_split_sizes_match_the_splits_made(cfg):
-    from dlcore.datasets import split_sizes
     c = data_cfg(**cfg)
     s = load_splits(c, seed=3)
     assert split_sizes(c) == {"train": len(s.train_y), "val": len(s.val_y), "test": len(s.test_y)}
+
+
+# ---------------------------------------------------------------- normalisation statistics
+
+def torch_float64_stats(x: np.ndarray):
+    """The reference: a float64 copy of everything, torch's unbiased std, clamped, rounded."""
+    xf = torch.from_numpy(x).to(torch.float64).div(255.0).transpose(0, 1).reshape(x.shape[1], -1)
+    return (tuple(round(v, 6) for v in xf.mean(dim=1).tolist()),
+            tuple(round(v, 6) for v in xf.std(dim=1).clamp_min(1e-6).tolist()))
+
+
+@pytest.mark.parametrize("shape, high", [((7, 3, 5, 4), 256), ((300, 1, 28, 28), 256),
+                                         ((2, 2, 3, 3), 256), ((40, 3, 32, 32), 60),
+                                         ((1000, 1, 8, 8), 17)])
+def test_channel_stats_equal_a_float64_torch_computation(shape, high):
+    x = np.random.default_rng(sum(shape)).integers(0, high, size=shape, dtype=np.uint8)
+    want = torch_float64_stats(x)
+    assert channel_stats(x) == want
+    assert channel_stats(torch.from_numpy(x)) == want
+    assert channel_stats(torch.from_numpy(x)[::2].transpose(2, 3)) == torch_float64_stats(
+        np.ascontiguousarray(x[::2].transpose(0, 1, 3, 2)))      # strided views too
+
+
+def test_channel_stats_of_constant_images_are_clamped_not_zero():
+    x = np.full((5, 3, 4, 4), 200, dtype=np.uint8)
+    x[:, 1] = 0
+    assert channel_stats(x) == torch_float64_stats(x) == ((0.784314, 0.0, 0.784314), (1e-6,) * 3)
+
+
+def test_load_splits_statistics_are_those_of_the_training_split():
+    s = load_splits(data_cfg(dataset="digits", val_fraction=0.3), seed=4)
+    assert (s.mean, s.std) == torch_float64_stats(s.train_x.numpy())
+
+
+def _status_bytes(key):
+    import re
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) * 1024
+
+
+def test_channel_stats_extra_memory_is_a_small_fraction_of_the_images():
+    """10,000 CIFAR-shaped images (30 MB): no float copies, only a bounded chunk at a time."""
+    import tracemalloc
+
+    x = np.random.default_rng(0).integers(0, 256, size=(10_000, 3, 32, 32), dtype=np.uint8)
+    t = torch.from_numpy(x)
+    channel_stats(t[:4])                           # first-call set-up is not the data's cost
+    rss = Path("/proc/self/clear_refs").exists()
+    if rss:
+        try:   # reset the peak resident size (VmHWM) to the current one
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            rss = False
+    before = _status_bytes("VmRSS") if rss else 0
+    tracemalloc.start()
+    try:
+        mean, _ = channel_stats(t)
+        _, peak_numpy = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    grew = _status_bytes("VmHWM") - before if rss else 0
+    bound = 0.25 * x.nbytes
+    assert peak_numpy < bound, f"numpy scratch peaked at {peak_numpy / 1e6:.1f} MB"
+    # what tracemalloc cannot see (torch's allocator) shows in the peak resident size
+    assert grew < bound, f"peak resident size grew by {grew / 1e6:.1f} MB for a 30.7 MB array"
+    assert mean == pytest.approx(x.mean(axis=(0, 2, 3), dtype=np.float64) / 255, abs=1e-6)
+
+
+def test_statistics_are_computed_once_per_training_split(monkeypatch):
+    calls = []
+    real = splits.channel_stats
+
+    def counting(x):
+        calls.append(len(x))
+        return real(x)
+
+    monkeypatch.setattr(splits, "channel_stats", counting)
+    monkeypatch.setattr(splits, "_STATS", {}, raising=False)     # an empty cache
+    cfg = data_cfg(limit=321, val_fraction=0.25)     # a split no other test makes
+    a = load_splits(cfg, seed=97)
+    b = load_splits(cfg, seed=97)
+    assert len(calls) == 1 and (a.mean, a.std) == (b.mean, b.std)
+    assert (a.mean, a.std) == torch_float64_stats(a.train_x.numpy())
+    c = load_splits(cfg, seed=98)                    # another seed: another training split
+    assert len(calls) == 2 and (c.mean, c.std) == torch_float64_stats(c.train_x.numpy())
+    load_splits(data_cfg(limit=322, val_fraction=0.25), seed=97)
+    load_splits(data_cfg(limit=321, val_fraction=0.2), seed=97)
+    assert len(calls) == 4
+    load_arrays.cache_clear()                        # the data read again: counted again
+    d = load_splits(cfg, seed=97)
+    assert len(calls) == 5 and (d.mean, d.std) == (a.mean, a.std)
+
+
+# ---------------------------------------------------------------- the one test split
+
+def test_the_held_out_test_split_is_the_one_runs_were_evaluated_on():
+    """Same images in the same order as before: eval.json's indices point into it."""
+    from sklearn.model_selection import train_test_split
+
+    for name in ("mnist-5k", "digits"):
+        x, y, _, _ = load_arrays(name, "unused")
+        px, tx, py, ty = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+        ts = fixed_test_split(data_cfg(dataset=name))
+        assert np.array_equal(ts.test_x(), tx) and np.array_equal(ts.test_y, ty)
+        assert np.array_equal(ts.x[ts.pool], px) and np.array_equal(ts.pool_y, py)
+        s = load_splits(data_cfg(dataset=name), seed=0)
+        assert np.array_equal(s.test_x.numpy(), tx)
+
+
+def test_every_reader_of_the_test_split_goes_through_one_derivation(monkeypatch, tmp_path):
+    """Replace the held-out rows: load_splits, class_counts, split_sizes and the gallery follow."""
+    y = load_arrays("mnist-5k", "unused")[1]
+    test = np.flatnonzero(np.arange(len(y)) % 4 == 0)[::-1][:900]     # 900, in a new order
+    pool = np.setdiff1d(np.arange(len(y)), test)
+    monkeypatch.setattr(splits, "held_out_rows", lambda labels: (pool, test))
+    cfg = data_cfg(val_fraction=0.1)
+    x = load_arrays("mnist-5k", "unused")[0]
+    s = load_splits(cfg, seed=0)
+    assert np.array_equal(s.test_x.numpy(), x[test]) and np.array_equal(s.test_y.numpy(), y[test])
+    assert len(s.train_y) + len(s.val_y) == len(pool) == 4100
+    assert split_sizes(cfg) == {"train": len(s.train_y), "val": len(s.val_y), "test": 900}
+    counts = class_counts(cfg)
+    assert counts["test"] == np.bincount(y[test], minlength=10).tolist()
+    assert counts["train"] == np.bincount(y[pool], minlength=10).tolist()
+    run = write_run(tmp_path, {"data": {"val_fraction": 0.1}})
+    assert np.array_equal(gallery_images(run, [0, 899, 5]), x[test[[0, 899, 5]]])
+
+
+def test_class_counts_match_the_splits_made():
+    for cfg in (data_cfg(), data_cfg(dataset="digits")):
+        s = load_splits(cfg, seed=0)
+        counts = class_counts(cfg)
+        pool = np.concatenate([s.train_y.numpy(), s.val_y.numpy()])
+        assert counts["train"] == np.bincount(pool, minlength=10).tolist()
+        assert counts["test"] == np.bincount(s.test_y.numpy(), minlength=10).tolist()
+
+
+# ---------------------------------------------------------------- gallery images
+
+def write_run(folder: Path, cfg: dict) -> Path:
+    import json
+    run = Path(folder) / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(resolve_config(cfg)))
+    return run
+
+
+def _no_full_split(*a, **k):
+    raise AssertionError("a gallery must not build the whole split or its statistics")
+
+
+@pytest.mark.parametrize("dataset, writer", [
+    ("mnist-5k", None), ("digits", None),
+    ("mnist", lambda root: write_mnist(root, n_train=200, n_test=100)),
+    ("cifar10", lambda root: write_cifar_binary(root, per_batch=40, n_test=50)),
+], ids=["mnist-5k", "digits", "mnist-official-test", "cifar10-official-test"])
+def test_test_images_are_exactly_the_split_s_test_images(tmp_path, monkeypatch, dataset, writer):
+    root = tmp_path / "data"
+    if writer:
+        writer(root)
+    cfg = {"data": {"dataset": dataset, "limit": 150, "val_fraction": 0.3},
+           "train": {"seed": 7}}
+    run = write_run(tmp_path, cfg)
+    full = load_splits(resolve_config(cfg)["data"], 7, root)
+    n = len(full.test_y)
+    indices = [0, n - 1, 17, 17, 3, n // 2]
+    want = full.test_x[indices].numpy()
+    monkeypatch.setattr(splits, "load_splits", _no_full_split)
+    monkeypatch.setattr(splits, "channel_stats", _no_full_split)
+    monkeypatch.setattr(splits, "_cached_stats", _no_full_split, raising=False)
+    got = gallery_images(run, indices, root)
+    assert got.dtype == np.uint8 and got.shape == want.shape and np.array_equal(got, want)
+    empty = gallery_images(run, [], root)
+    assert empty.shape == (0, *want.shape[1:]) and empty.dtype == np.uint8
+    with pytest.raises(IndexError, match=f"test split has {n} images"):
+        gallery_images(run, [n], root)
+    with pytest.raises(IndexError, match="does not exist"):
+        gallery_images(run, [-1], root)

@@ -5,14 +5,18 @@ import importlib.util
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
+from conftest import train_quietly
 from dlcore.cli import main
 from dlcore.config import ConfigError, resolve_config
-from dlcore.datasets import dataset_info, load_splits
+from dlcore.datasets import dataset_info
+from dlcore.splits import load_splits
 from dlcore.evaluate import load_model, predict_logits
 from dlcore.export import (export_onnx_bytes, export_run, export_safetensors_bytes,
                            load_safetensors)
@@ -97,21 +101,51 @@ def test_export_code_prints_the_script(tiny_runs, capsys):
     assert "class DNN(nn.Module)" in code and "import dlcore" not in code
 
 
-def test_onnx_gives_the_same_predictions(tiny_runs):
+ONNX_RUNS = {   # tiny runs of the architectures tiny_runs does not have
+    "resnet": {"arch": "resnet", "stage_blocks": [1, 1], "base_width": 4},
+    "rnn": {"arch": "rnn", "cell": "gru", "hidden_size": 8, "num_layers": 2, "bidirectional": True},
+}
+
+
+@pytest.mark.parametrize("arch", ["dnn", "cnn", "resnet", "rnn"])
+def test_onnx_gives_the_same_predictions(arch, tiny_runs, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     runs, dnn, cnn = tiny_runs
-    for run in (dnn, cnn):
-        model, ckpt = load_model(runs / run / "best.pt")
-        splits = load_splits(ckpt["config"]["data"], ckpt["config"]["train"]["seed"])
-        x = splits.test_x[:300]
-        ref = torch.softmax(predict_logits(model, x, ckpt["mean"], ckpt["std"], "cpu"), 1).numpy()
-        session = ort.InferenceSession(export_onnx_bytes(runs / run))
-        logits, probs = session.run(None, {"image": (x.float() / 255.0).numpy()})
-        assert probs.shape == ref.shape and logits.shape == ref.shape
-        assert (probs.argmax(1) == ref.argmax(1)).all()
-        assert np.abs(probs - ref).max() < 1e-4
-        meta = session.get_modelmeta().custom_metadata_map
-        assert json.loads(meta["classes"]) == ckpt["classes"]
+    if arch in ONNX_RUNS:
+        cfg = {"data": {"dataset": "mnist-5k", "limit": 200}, "model": ONNX_RUNS[arch],
+               "train": {"epochs": 1, "batch_size": 64, "seed": 4, "device": "cpu"}}
+        run = train_quietly(cfg, tmp_path / "runs", name=arch)
+    else:
+        run = runs / {"dnn": dnn, "cnn": cnn}[arch]
+    model, ckpt = load_model(run / "best.pt")
+    assert ckpt["config"]["model"]["arch"] == arch
+    splits = load_splits(ckpt["config"]["data"], ckpt["config"]["train"]["seed"])
+    x = splits.test_x[:300]
+    ref = torch.softmax(predict_logits(model, x, ckpt["mean"], ckpt["std"], "cpu"), 1).numpy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = export_onnx_bytes(run)
+    assert [str(w.message) for w in caught] == []          # nothing to hide: no warnings at all
+
+    proto = onnx.load_from_string(data)
+    assert [(o.domain, o.version) for o in proto.opset_import if o.domain == ""] == [("", 18)]
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*proto.graph.input, *proto.graph.output]}
+    assert dims == {"image": ["batch", *ckpt["input_shape"]], "logits": ["batch", 10],
+                    "probabilities": ["batch", 10]}
+
+    session = ort.InferenceSession(data)
+    for batch in (x, x[:1]):                                # any batch size, not just the example's
+        logits, probs = session.run(None, {"image": (batch.float() / 255.0).numpy()})
+        want = ref[:len(batch)]
+        assert probs.shape == want.shape and logits.shape == want.shape
+        assert (probs.argmax(1) == want.argmax(1)).all()
+        assert np.abs(probs - want).max() < 1e-5
+        assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == ckpt["classes"]
+    assert json.loads(meta["input_shape"]) == ckpt["input_shape"]
+    assert json.loads(meta["mean"]) == ckpt["mean"] and meta["run"] == run.name
 
 
 def test_safetensors_round_trip(tiny_runs, tmp_path):

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import dlcore.bench as bench
-import dlcore.train as train_mod
+import dlcore.trainer as trainer_mod
 from conftest import ROOT, TINY, train_quietly
 from dlcore.runs import read_metrics
-from dlcore.train import autocast_dtype
+from dlcore.devices import autocast_dtype
 
 
 def with_train(**kw):
@@ -27,17 +27,43 @@ def test_bf16_autocast_trains_and_evaluates(tmp_path):
     assert json.loads((run / "eval.json").read_text())["accuracy"] > 0.3
 
 
-def test_precision_auto_is_fp32_on_cpu_and_bf16_on_cuda():
+def test_precision_auto_is_fp32_on_cpu_and_bf16_on_cuda(monkeypatch):
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("fp32", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    cuda = torch.device("cuda")
+    # the decision on a GPU, by construction: bf16 where the card computes it, else fp32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("auto", cuda) is torch.bfloat16
+    assert autocast_dtype("fp32", cuda) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype("auto", cuda) is None
+
+
+def test_cuda_gets_channels_last_convolutions_and_autotuning():
+    from dlcore.devices import tune_for, uses_channels_last
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [uses_channels_last(a, cuda) for a in ("cnn", "resnet", "pretrained", "dnn", "rnn")] \
+        == [True, True, True, False, False]
+    assert not uses_channels_last("cnn", cpu)
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.benchmark = cudnn.allow_tf32 = matmul.allow_tf32 = False
+        tune_for(cpu)
+        assert not cudnn.benchmark and not matmul.allow_tf32
+        tune_for(cuda)
+        assert cudnn.benchmark and cudnn.allow_tf32 and matmul.allow_tf32
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def test_channels_last_convolutions_give_the_same_result(tmp_path, monkeypatch):
     cfg = {"data": {"limit": 300}, "model": {"arch": "cnn", "blocks": [[8, 8]], "fc_dims": [16]},
            "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}}
     plain = read_metrics(train_quietly(cfg, tmp_path / "a"))
-    monkeypatch.setattr(train_mod, "uses_channels_last", lambda arch, device: True)
+    monkeypatch.setattr(trainer_mod, "uses_channels_last", lambda arch, device: True)
     nhwc = read_metrics(train_quietly(cfg, tmp_path / "b"))
     assert nhwc[0]["train_loss"] == pytest.approx(plain[0]["train_loss"], rel=1e-3)
     assert nhwc[0]["val_acc"] == pytest.approx(plain[0]["val_acc"], abs=0.02)

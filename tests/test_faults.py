@@ -6,17 +6,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, TINY, train_quietly
+from conftest import ROOT, TINY, train_quietly, wait_for
 from dlcore.config import ConfigError
 from dlcore.evaluate import load_model
-from dlcore.runs import RunLock, RunStore, load_checkpoint, read_metrics
-from dlcore.train import TrainingFailed, resume
+from dlcore.runs import RunStore, load_checkpoint, read_metrics
+from dlcore.runlock import RunLock
+from dlcore.train import resume
+from dlcore.trainer import TrainingFailed
 
 # 200 small steps an epoch: long enough to be killed inside one, short on a busy machine
 LONG = {"data": {"dataset": "mnist-5k", "limit": 1000},
@@ -31,16 +32,6 @@ def worker(cfg, runs, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_until(pred, timeout=300):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def strip(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
@@ -49,7 +40,8 @@ def test_killed_worker_shows_failed_with_a_loadable_checkpoint(tmp_path):
     runs = tmp_path / "runs"
     proc = worker(LONG, runs, tmp_path)
     try:
-        run = wait_until(lambda: next((r for r in RunStore(runs).list() if r.epoch >= 1), None))
+        run = wait_for(lambda: next((r for r in RunStore(runs).list() if r.epoch >= 1), None),
+                       worker=proc, what="the first epoch")
         time.sleep(0.3)                             # into the next epoch
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -93,7 +85,7 @@ def test_killing_a_writer_mid_write_never_leaves_a_broken_file(tmp_path):
     for _ in range(15):
         before = written()
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(run)], env=env)
-        wait_until(lambda: written() > before, timeout=60)     # writing has begun
+        wait_for(lambda: written() > before, worker=proc, what="a write")   # writing has begun
         time.sleep(rng.uniform(0.0, 0.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -102,8 +94,17 @@ def test_killing_a_writer_mid_write_never_leaves_a_broken_file(tmp_path):
         assert ckpt["model_state"]["w"][0].item() == ckpt["i"]
         seen.add(status["i"])
     assert len(seen) > 5                         # the kills landed at different points
-    assert [r.id for r in RunStore(tmp_path / "runs").list()] == [run.name]
-    assert not list(run.glob(".*.tmp"))          # leftovers cleaned up by the store
+    store = RunStore(tmp_path / "runs")
+    assert [r.id for r in store.list()] == [run.name]
+    left = list(run.glob(".*.tmp"))
+    assert left                                  # a reader changes nothing, leftovers included
+    store.clean_leftovers()
+    assert sorted(run.glob(".*.tmp")) == sorted(left)   # too young: a live writer may own them
+    old = time.time() - 3600
+    for tmp in left:
+        os.utime(tmp, (old, old))
+    store.clean_leftovers()                      # a worker starting: the run's lock is free
+    assert not list(run.glob(".*.tmp"))
 
 
 class NaNAt:
@@ -119,11 +120,10 @@ class NaNAt:
 
 
 def test_divergence_fails_at_once_and_keeps_the_finite_best(tmp_path, monkeypatch):
-    import dlcore.train as train_mod
     cfg = json.loads(json.dumps(TINY))
     cfg["train"].update(epochs=5, patience=0)
     batches = 5                                   # 320 training images at batch 64
-    monkeypatch.setattr(train_mod.nn, "CrossEntropyLoss", lambda: NaNAt(batches, 3, 2))
+    monkeypatch.setattr(nn, "CrossEntropyLoss", lambda: NaNAt(batches, 3, 2))
     with pytest.raises(TrainingFailed) as e:
         train_quietly(cfg, tmp_path)
     msg = str(e.value)
@@ -157,6 +157,38 @@ def test_out_of_memory_retries_with_a_smaller_batch(tmp_path, monkeypatch):
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "completed" and status["batch_size"] == 40
     assert any("batch size 160" in n for n in status["notes"])
+
+
+def tight_inference_memory(model, limit):
+    """Out of memory above a batch size in evaluation mode only: validation and the layer probe."""
+    def check(module, inputs):
+        if not module.training and len(inputs[0]) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+    model.register_forward_pre_hook(check)
+    return model
+
+
+def test_out_of_memory_while_validating_restarts_the_epoch_from_its_start(tmp_path, monkeypatch):
+    import dlcore.train as train_mod
+    real_build = train_mod.build_model
+    cfg = json.loads(json.dumps(TINY))
+    cfg["train"].update(epochs=2, patience=0)
+    cfg["model"]["dropout"] = 0.3                 # the global RNG must be rewound too
+    straight = train_quietly(dict(cfg, train=dict(cfg["train"], batch_size=20)), tmp_path / "a")
+    # the layer probe (a batch as large as the training one, at most 256) runs out of memory
+    # at 160 and 80 before epoch 1; validation (twice the batch) at 40, after epoch 1 trained
+    monkeypatch.setattr(train_mod, "build_model",
+                        lambda *a: tight_inference_memory(real_build(*a), 50))
+    retried = train_quietly(dict(cfg, train=dict(cfg["train"], batch_size=160)), tmp_path / "b")
+    status = json.loads((retried / "status.json").read_text())
+    assert status["state"] == "completed" and status["batch_size"] == 20
+    assert [n.split(" (")[0] for n in status["notes"]] == [
+        f"out of cpu memory at batch size {b}" for b in (160, 80, 40)]
+    assert "epoch 1 restarts with batch size 20" in status["notes"][-1]
+    assert strip(read_metrics(retried)) == [dict(r, batch_size=20) for r in strip(read_metrics(straight))]
+    a = load_checkpoint(straight / "last.pt")["model_state"]
+    b = load_checkpoint(retried / "last.pt")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)   # as if it had started at batch 40
 
 
 def test_out_of_memory_at_the_smallest_batch_names_batch_and_model_size(tmp_path, monkeypatch):
@@ -199,8 +231,9 @@ def test_stopped_run_resumes_from_the_command_line(tmp_path):
     cfg["data"]["limit"] = None        # 800 steps an epoch: it reports progress before it ends
     proc = worker(cfg, runs, tmp_path)
     try:
-        run = wait_until(lambda: next((r for r in RunStore(runs).list()
-                                       if r.progress or r.epoch), None))
+        run = wait_for(lambda: next((r for r in RunStore(runs).list()
+                                     if r.progress or r.epoch), None), worker=proc,
+                       what="progress")
         RunStore(runs).request_stop(run.id)
         proc.wait(timeout=30)
     finally:

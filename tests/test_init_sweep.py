@@ -1,4 +1,4 @@
-"""The init comparison: one run per init method, named so that the pages can find them."""
+"""The init comparison: one run per init method, found by the sweep id in its meta.json."""
 import json
 
 import pytest
@@ -21,15 +21,23 @@ def test_sweep_config_is_short_and_records_layers():
 
 def test_each_init_becomes_its_own_run(tmp_path):
     cfg = sweep_config(SMALL, epochs=1, limit=200)
-    out = init_sweep(cfg, tmp_path, "s", inits=["zeros", "xavier"], log=lambda s: None)
+    out = init_sweep(cfg, tmp_path, "s", inits=["zeros", "xavier"], log=lambda s: None,
+                     sweep_id="sweep-1")
     assert [(i, e) for i, _, e in out] == [("zeros", None), ("xavier", None)]
-    found = sweep_runs(RunStore(tmp_path).list(), "s", inits=("zeros", "xavier", "kaiming"))
+    found = sweep_runs(RunStore(tmp_path).list(), "sweep-1", inits=("zeros", "xavier", "kaiming"))
     assert found["kaiming"] is None
     for init in ("zeros", "xavier"):
         r = found[init]
         assert r.name == f"s · init={init}" and r.state == "completed"
+        assert (r.sweep, r.trial) == ("sweep-1", init)
         assert json.loads((r.path / "config.json").read_text())["model"]["init"] == init
         assert layer_series(r.path)["epochs"] == [0, 1]
+    # renaming a run keeps it in its sweep; another sweep's runs are not taken
+    RunStore(tmp_path).rename(found["zeros"].id, "my zeros")
+    again = sweep_runs(RunStore(tmp_path).list(), "sweep-1", inits=("zeros", "xavier"))
+    assert again["zeros"].id == found["zeros"].id and again["zeros"].name == "my zeros"
+    assert sweep_runs(RunStore(tmp_path).list(), "sweep-2") == dict.fromkeys(
+        ("default", "gaussian", "xavier", "kaiming", "zeros"))
 
 
 def test_cli_rejects_an_unknown_init(tmp_path, capsys):

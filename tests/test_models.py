@@ -50,26 +50,50 @@ def test_every_arch_runs_forward_and_backward_without_nan(arch, shape):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def weights_and_biases(model):
+    """Every linear, convolution and recurrent weight and bias: what `init` must set."""
+    weights, biases = [], []
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            weights.append(m.weight)
+            biases += [m.bias] if m.bias is not None else []
+        elif isinstance(m, nn.RNNBase):
+            for n, p in m.named_parameters():
+                (weights if n.startswith("weight") else biases).append(p)
+    return weights, biases
+
+
+def expected_std(w, init):
+    """xavier_normal: sqrt(2 / (fan_in + fan_out)); kaiming_normal (fan_in, relu): sqrt(2 / fan_in)."""
+    field = w[0][0].numel()                    # kernel size of a convolution, 1 for a matrix
+    fan_in, fan_out = w.shape[1] * field, w.shape[0] * field
+    return (2.0 / (fan_in + fan_out)) ** 0.5 if init == "xavier" else (2.0 / fan_in) ** 0.5
+
+
 @pytest.mark.parametrize("arch", SCRATCH)
 @pytest.mark.parametrize("init", INITS)
 def test_every_init_applies_to_every_arch(arch, init):
     torch.manual_seed(0)
     model = build_model(dict(default_config(arch)["model"], init=init), MNIST, 10)
-    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    weights += [p for m in model.modules() if isinstance(m, nn.RNNBase)
-                for n, p in m.named_parameters() if n.startswith("weight")]
-    biases = [m.bias for m in model.modules()
-              if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None]
-    assert weights
+    weights, biases = weights_and_biases(model)
+    assert weights and biases
     if init == "zeros":
         assert all((w == 0).all() for w in weights)
     elif init == "gaussian":
         big = max(weights, key=lambda w: w.numel())
         assert abs(big.std().item() - 1.0) < 0.05
     elif init in ("xavier", "kaiming"):
-        assert all(w.abs().sum() > 0 for w in weights)
+        pooled = []
+        for w in weights:
+            n, want = w.numel(), expected_std(w, init)
+            # the sample std of n normal draws is off by about 1/sqrt(2n) of itself: allow 5 times that
+            assert abs(w.std().item() / want - 1) < 5 / (2 * n) ** 0.5, (tuple(w.shape), want)
+            assert abs(w.mean().item()) < 5 * want / n ** 0.5
+            pooled.append((w / want).flatten())
+        pooled = torch.cat(pooled)            # all weights in units of their own expected std
+        assert abs(pooled.std().item() - 1) < 5 / (2 * pooled.numel()) ** 0.5
     if init != "default":
-        assert all((b == 0).all() for b in biases)
+        assert all((b == 0).all() for b in biases)    # exactly zero
     assert torch.isfinite(model(torch.randn(2, *MNIST))).all()
 
 
@@ -78,12 +102,28 @@ def test_init_reaches_recurrent_weights():
     assert all((p == 0).all() for p in model.rnn.parameters())
 
 
-def test_kaiming_matches_torch_kaiming_normal_statistics():
+@pytest.mark.parametrize("init, want", [("kaiming", (2.0 / 2000) ** 0.5),
+                                        ("xavier", (2.0 / 3000) ** 0.5)])
+def test_init_std_of_a_large_layer(init, want):
     torch.manual_seed(0)
-    lin = nn.Linear(2000, 1000)
-    init_weights(lin, "kaiming")
-    expected = (2.0 / 2000) ** 0.5          # fan_in mode, relu gain
-    assert abs(lin.weight.std().item() - expected) / expected < 0.02
+    lin = nn.Linear(2000, 1000)                # fan_in 2000, fan_out 1000
+    init_weights(lin, init)
+    assert abs(lin.weight.std().item() - want) / want < 0.005     # 2M weights: 1/sqrt(2n) = 0.0005
+    # normal, not uniform with the same std: 68.3% of a normal lies within one std (57.7% uniform)
+    assert (lin.weight.abs() < want).float().mean().item() == pytest.approx(0.6827, abs=0.005)
+    assert torch.equal(lin.bias, torch.zeros(1000))
+
+
+def conv_layer_std(init):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(64, 32, 3)                # fan_in 64*9 = 576, fan_out 32*9 = 288
+    init_weights(conv, init)
+    return conv.weight.std().item()
+
+
+def test_conv_fans_include_the_kernel_size():
+    assert conv_layer_std("kaiming") == pytest.approx((2 / 576) ** 0.5, rel=0.03)
+    assert conv_layer_std("xavier") == pytest.approx((2 / (576 + 288)) ** 0.5, rel=0.03)
 
 
 def test_summary_rows_add_up_and_end_in_the_output_shape():

@@ -1,10 +1,11 @@
 """Compare page: two runs side by side, renaming and deleting runs."""
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 from streamlit.testing.v1 import AppTest
+
+from conftest import wait_for
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -99,16 +100,16 @@ def test_delete_asks_for_confirmation_then_removes_the_run(tiny_runs):
 
 
 def test_deleting_a_running_run_is_refused(tiny_runs):
+    from dlcore.runlock import RunLock
+
     runs_dir, dnn, cnn = tiny_runs
-    status = json.loads((runs_dir / cnn / "status.json").read_text())
-    status.update(state="running", pid=os.getpid())
-    (runs_dir / cnn / "status.json").write_text(json.dumps(status))
-    at = compare_page([dnn])
-    at.selectbox(key="compare_manage").set_value(cnn).run()
-    at.checkbox(key=f"compare_confirm_{cnn}").check().run()
-    at.button(key="compare_delete").click().run()
-    assert not at.exception, at.exception
-    assert any("still training" in e.value for e in at.error)
+    with RunLock(runs_dir / cnn):        # its worker (resuming it, say) holds the lock
+        at = compare_page([dnn])
+        at.selectbox(key="compare_manage").set_value(cnn).run()
+        at.checkbox(key=f"compare_confirm_{cnn}").check().run()
+        at.button(key="compare_delete").click().run()
+        assert not at.exception, at.exception
+        assert any("still training" in e.value for e in at.error)
     assert (runs_dir / cnn).is_dir()
 
 
@@ -133,12 +134,11 @@ def test_init_sweep_button_trains_each_init_and_shows_them(empty_runs):
     at.button(key="sweep_start").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    deadline = _time.monotonic() + 40
-    while len([r for r in RunStore(empty_runs).list() if r.state == "completed"]) < 5 \
-            or any(r.state == "running" for r in RunStore(empty_runs).list()):
-        assert _time.monotonic() < deadline, "the init sweep did not finish in time"
-        _time.sleep(1)
+    job = at.session_state["compare_sweep"]["job"]
+    wait_for(job.ended, worker=job.proc, log=job.log, what="the init sweep")
     runs = RunStore(empty_runs).list()
+    assert [r.state for r in runs] == ["completed"] * 5, [(r.state, r.error) for r in runs]
+    assert {r.sweep for r in runs} == {job.sweep}
     for _ in range(20):     # as the page's timer would, until the worker has exited
         at.run()
         assert not at.exception, at.exception

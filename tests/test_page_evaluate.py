@@ -145,3 +145,48 @@ def test_run_code_and_portable_files_are_offered(tiny_runs):
     assert not at.exception, at.exception
     code = at.code[0].value
     assert "class CNN(nn.Module)" in code and "def main(" in code
+
+
+def test_evaluate_again_runs_on_the_cpu_and_shows_the_new_figures(tiny_runs, monkeypatch):
+    """The web server never creates a CUDA context: the page re-evaluates on the CPU."""
+    import torch
+
+    import dlcore.devices
+    import dlcore.evaluate
+
+    runs, dnn, _ = tiny_runs
+    calls, picked = [], []
+    real_evaluate, real_pick = dlcore.evaluate.evaluate_run, dlcore.devices.pick_device
+
+    def pick(pref="auto"):
+        picked.append(str(pref))
+        return real_pick(pref)
+
+    def evaluate(run_dir, data_root=None, device=None, **kw):
+        calls.append(device)
+        picked.clear()
+        result = real_evaluate(run_dir, data_root, device=device, **kw)
+        calls.append(list(picked))            # what evaluate_run itself asked pick_device for
+        return result
+
+    monkeypatch.setattr(dlcore.devices, "pick_device", pick)
+    monkeypatch.setattr(dlcore.evaluate, "pick_device", pick)
+    monkeypatch.setattr(dlcore.evaluate, "evaluate_run", evaluate)
+    cuda_before = torch.cuda.is_initialized()
+    path = runs / dnn / "eval.json"
+    path.write_text(json.dumps({"accuracy": 0.5}))     # incomplete: the page offers a new one
+    at = open_evaluate(dnn)
+    assert not at.metric and any("missing" in e.value for e in at.error)
+    next(b for b in at.button if b.label == "Evaluate again").click().run()
+    assert not at.exception, at.exception
+    assert len(calls) == 2 and str(calls[0]) == "cpu", calls
+    assert not [p for p in calls[1] if p != "cpu"], f"evaluate_run picked {calls[1]}"
+    assert cuda_before or not torch.cuda.is_initialized()
+    ev = json.loads(path.read_text())
+    assert ev["n_test"] == 1000 and ev["checkpoint"] == "best.pt"
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["Accuracy"] == f"{ev['accuracy']:.4f}"
+    assert tiles["F1 (macro)"] == f"{ev['f1_macro']:.4f}"
+    assert tiles["ROC-AUC (macro)"] == f"{ev['roc_auc_macro']:.4f}"
+    assert not at.error and len(at.get("plotly_chart")) == 2
+    assert heatmap_text(at) == [str(v) for row in ev["confusion_matrix"] for v in row]

@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from dlcore.config import OPTIMIZERS, SCHEDULES
 from dlcore.runs import RunStore
-from conftest import train_quietly
+from dlcore.runlock import RunLock
+from conftest import train_quietly, wait_for
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 QUICK = {"data": {"dataset": "mnist-5k", "limit": 300},
@@ -32,14 +33,28 @@ def press_start(at):
     assert not at.exception, at.exception
 
 
-def poll(at, until, timeout=180):   # generous: CI machines are shared
-    """Rerun the page (as the fragment's timer would) until `until()` holds."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
+def poll(at, until, timeout=600):
+    """Rerun the page (as the fragment's timer would) until `until()` holds. A worker that
+    ends first fails the wait at once with its log; `timeout` only bounds a hang."""
+    def reached():
+        if until():
+            return True
+        try:
+            job = at.session_state["train_job"]
+        except KeyError:
+            job = None
+        if job is not None and job.ended():
+            at.run()
+            if until():
+                return True
+            log = Path(job.log).read_text(errors="replace") if Path(job.log).exists() else ""
+            raise AssertionError(f"the worker ended first; its log:\n{log[-4000:]}")
         time.sleep(0.5)
         at.run()
         assert not at.exception, at.exception
+        return False
+
+    wait_for(reached, timeout=timeout, what="the page's run")
     at.run()
     assert not at.exception, at.exception
 
@@ -109,11 +124,11 @@ def test_stop_button_ends_the_run_stopped(empty_runs):
     long = {**QUICK, "train": {**QUICK["train"], "epochs": 5000, "patience": 0}}
     at = open_train(long)
     press_start(at)
-    poll(at, lambda: at.session_state["train_job_run"] is not None, timeout=30)
-    run_id = at.session_state["train_job_run"]
+    run_id = at.session_state["train_job_run"]          # known from the start
+    assert run_id and states(empty_runs) == ["running"]
     stop = next(b for b in at.button if b.label == "Stop")
     stop.click().run()
-    poll(at, lambda: states(empty_runs) == ["stopped"], timeout=30)
+    poll(at, lambda: states(empty_runs) == ["stopped"])
     assert any("Stopped after" in w.value for w in at.warning)
     assert (empty_runs / run_id / "last.pt").exists()
     assert not next(b for b in at.button if b.label == "Start").disabled
@@ -148,14 +163,14 @@ def test_failed_and_stopped_runs_show_their_state(tiny_runs):
 
 def test_running_run_of_another_session_is_shown_first(tiny_runs):
     runs, dnn, _ = tiny_runs
-    # a live pid (this test process) makes the run count as in progress
     live = craft(runs, runs / dnn, "20000101-000000-live", state="running", pid=os.getpid(),
                  epoch=1, progress={"epoch": 2, "batch": 3, "batches": 4, "fraction": 0.75})
-    at = open_train()
-    assert at.selectbox(key="train_watch").value == live       # though it is the oldest
-    assert any(b.label == "Stop" for b in at.button)
-    assert {m.label: m.value for m in at.metric}["Epoch"] == "1/2"
-    assert at.get("plotly_chart")
+    with RunLock(runs / live):      # held, as by that session's worker: the run is alive
+        at = open_train()
+        assert at.selectbox(key="train_watch").value == live       # though it is the oldest
+        assert any(b.label == "Stop" for b in at.button)
+        assert {m.label: m.value for m in at.metric}["Epoch"] == "1/2"
+        assert at.get("plotly_chart")
 
 
 def test_resume_continues_a_stopped_run_to_its_end(empty_runs):

@@ -1,12 +1,17 @@
 """Prediction: drawings become MNIST-like digits; images are read safely and converted right."""
 import io
+import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from conftest import train_quietly
+from dlcore import evaluate
+from dlcore.evaluate import load_model, predict_logits
 from dlcore.images import ImageError, open_image
-from dlcore.predict import can_draw, mnist_digit, predict, prepare_image
+from dlcore.predict import can_draw, mnist_digit, predict, prepare_image, to_gray_array
 
 
 def canvas(draw):
@@ -53,6 +58,68 @@ def test_predictions_for_drawings(tiny_runs):
         assert r["seen"].shape == (1, 28, 28)
         assert sum(r["probs"]) == pytest.approx(1, abs=1e-5)
         assert r["class"] == r["classes"][r["index"]]
+
+
+def assert_predict_reproduces_evaluation(run, tmp_path, n_files=200):
+    """predict() on the run's own test split gives eval.json's predictions, image for image."""
+    ev = json.loads((run / "eval.json").read_text())
+    x = evaluate.test_images(run, range(ev["n_test"]))              # uint8 [N, C, H, W]
+    assert len(x) == len(ev["predictions"]) == len(ev["labels"])
+    for images in ([a[0] for a in x], list(x)):                     # [H, W] and [C, H, W] arrays
+        results = predict(run, images)
+        assert [r["index"] for r in results] == ev["predictions"]
+        assert all(np.array_equal(r["seen"], a) for r, a in zip(results, x))   # pixels untouched
+
+    # the probabilities are evaluation's: same normalisation with the checkpoint's mean/std
+    model, ckpt = load_model(run / "best.pt")
+    ref = torch.softmax(predict_logits(model, torch.from_numpy(x), ckpt["mean"], ckpt["std"],
+                                       "cpu"), 1).numpy()
+    probs = np.array([r["probs"] for r in results])
+    assert (probs.argmax(1) == ref.argmax(1)).all()
+    assert np.abs(probs - ref).max() < 1e-5
+
+    files = []                                                      # and as PNG files on disk
+    for i, a in enumerate(x[:n_files]):
+        files.append(tmp_path / f"test_{i}.png")
+        Image.fromarray(a[0]).save(files[-1])
+    results = predict(run, files)
+    assert [r["index"] for r in results] == ev["predictions"][:n_files]
+    assert all(np.array_equal(r["seen"], a) for r, a in zip(results, x))
+
+
+def test_predicting_the_test_split_gives_the_evaluations_predictions(tiny_runs, tmp_path):
+    runs, dnn, cnn = tiny_runs
+    for run in (dnn, cnn):
+        assert_predict_reproduces_evaluation(runs / run, tmp_path)
+
+
+def test_predicting_8x8_digits_gives_the_evaluations_predictions(tmp_path):
+    cfg = {"data": {"dataset": "digits"}, "model": {"arch": "dnn", "hidden_dims": [32]},
+           "train": {"epochs": 2, "batch_size": 64, "seed": 3, "device": "cpu"}}
+    run = train_quietly(cfg, tmp_path / "runs", name="digits")
+    assert_predict_reproduces_evaluation(run, tmp_path)
+
+
+def test_drawings_and_off_format_digits_are_made_into_mnist_digits(tiny_runs):
+    runs, _, cnn = tiny_runs
+    _, ckpt = load_model(runs / cnn / "best.pt")
+    drawing = canvas(one)                                           # 280x280, transparent paper
+    assert np.array_equal(prepare_image(drawing, ckpt)[0], mnist_digit(to_gray_array(drawing)))
+
+    sample = evaluate.test_images(runs / cnn, [0])[0, 0]            # a real 28x28 MNIST digit
+    dark_on_light = 255 - sample                                    # right size, wrong polarity
+    seen = prepare_image(dark_on_light, ckpt)[0]
+    assert np.array_equal(seen, mnist_digit(dark_on_light.astype(float)))
+    assert seen[0].max() == 0 and seen[:, 0].max() == 0             # light ink on black again
+
+    small = np.zeros((28, 28, 4), np.uint8)                         # a small transparent canvas
+    small[4:24, 13:15] = (0, 0, 0, 255)
+    seen = prepare_image(small, ckpt)[0]
+    assert np.array_equal(seen, mnist_digit(to_gray_array(small)))
+    assert seen.max() > 100 and seen[0].max() == 0
+
+    with pytest.raises(ImageError, match="expected an image"):
+        prepare_image(np.zeros((5, 5, 5)), ckpt)
 
 
 def png_bytes(mode, size=(40, 40), fmt="PNG"):

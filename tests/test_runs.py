@@ -11,6 +11,7 @@ import torch
 from dlcore.config import ConfigError
 from dlcore.runs import (CheckpointError, RunStore, check_name, load_checkpoint, read_metrics,
                          slugify, write_json_atomic)
+from dlcore.runlock import RunLock
 
 
 def test_store_lists_runs_newest_first_with_their_names(tiny_runs):
@@ -35,10 +36,11 @@ def test_rename_and_delete(tiny_runs):
 
 def test_running_run_cannot_be_deleted(tiny_runs):
     runs, dnn, _ = tiny_runs
-    st = json.loads((runs / dnn / "status.json").read_text())
-    write_json_atomic(runs / dnn / "status.json", dict(st, state="running", pid=os.getpid()))
-    with pytest.raises(ConfigError, match="still training"):
-        RunStore(runs).delete(dnn)
+    with RunLock(runs / dnn):            # a worker writing into it
+        assert RunStore(runs).get(dnn).state == "running"
+        with pytest.raises(ConfigError, match="still training"):
+            RunStore(runs).delete(dnn)
+    assert (runs / dnn / "best.pt").exists()
 
 
 def test_a_run_whose_worker_is_gone_shows_as_failed(tiny_runs):
@@ -95,7 +97,8 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temp(tmp_path):
                                         ("ünïcode ok", "n-code-ok"), ("a" * 80, "a" * 80)])
 def test_run_names_become_safe_slugs(name, slug, tmp_path):
     assert slugify(name) == slug
-    path = RunStore(tmp_path).create(name)
+    path, lock = RunStore(tmp_path).create(name)
+    lock.release()
     assert path.parent == tmp_path and path.name.endswith(slug)
 
 
@@ -107,7 +110,9 @@ def test_bad_run_names_are_refused(name, message):
 
 def test_two_runs_created_in_the_same_second_get_different_directories(tmp_path):
     store = RunStore(tmp_path)
-    assert store.create("same") != store.create("same")
+    (a, lock_a), (b, lock_b) = store.create("same"), store.create("same")
+    lock_a.release(), lock_b.release()
+    assert a != b
 
 
 def test_store_refuses_paths_outside_itself(tiny_runs):
