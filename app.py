@@ -5,9 +5,10 @@ datasets in $DLCORE_DATA (default data/).
 """
 import streamlit as st
 
-from pages.common import ROUTED_KEY, init_state, sidebar
+from pages.common import ROUTED_KEY, init_state, refuse_foreign_host, sidebar
 
 st.set_page_config(page_title="DL dashboard", page_icon=":material/neurology:", layout="wide")
+refuse_foreign_host()       # before anything from the runs directory is read
 init_state()
 st.session_state[ROUTED_KEY] = True
 

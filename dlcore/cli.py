@@ -244,17 +244,18 @@ def cmd_predict(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from .runfiles import printable
     from .runs import RunStore
 
     runs = RunStore(args.runs_dir).list()
     if not runs:
-        print(f"no runs in {args.runs_dir}")
+        print(f"no runs in {printable(str(args.runs_dir))}")
         return 0
     print(f"{'id':<40} {'name':<24} {'state':<10} {'dataset':<14} {'arch':<10} best_val_acc")
-    for r in runs:
+    for r in runs:      # every field is checked or escaped: a run's files cannot drive the terminal
         acc = f"{r.best_val_acc:.4f}" if r.best_val_acc is not None else "-"
         state = r.state + (f" ({r.damaged})" if r.damaged else "")
-        print(f"{r.id:<40} {(r.name or '-'):<24} {state:<10} {r.dataset or '-':<14} "
+        print(f"{printable(r.id):<40} {(r.name or '-'):<24} {state:<10} {r.dataset or '-':<14} "
               f"{r.arch or '-':<10} {acc}")
     return 0
 
@@ -283,9 +284,13 @@ def cmd_download(args) -> int:
 
 def cmd_export_code(args) -> int:
     from .config import ConfigError
+    from .export import refuse_run_file
     from .export_code import export_code
 
-    code = export_code(_run_dir(args.run_dir))
+    run_dir = _run_dir(args.run_dir)
+    if args.out is not None:
+        refuse_run_file(run_dir, Path(args.out))
+    code = export_code(run_dir)
     if args.out is None:
         sys.stdout.write(code)
         return 0

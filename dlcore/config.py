@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 DATASETS = ("mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "folder")
@@ -132,12 +133,46 @@ def _int_list(path, v, lo, min_len=1, max_len=16):
     return [_int(f"{path}[{i}]", x, lo, 65536) for i, x in enumerate(v)]
 
 
+def _key(k) -> str:
+    """A key as the message shows it: plain names as they are, anything else quoted (one line)."""
+    return k if isinstance(k, str) and k.isascii() and k.replace("_", "a").isalnum() else repr(k)
+
+
+MAX_PATH_BYTES = 4096   # Linux's PATH_MAX; a longer path is an OSError, not a missing file
+MAX_NAME_BYTES = 255    # NAME_MAX: one folder or file name
+
+
+def check_path(path, v) -> str:
+    """A path the engine will open: text a file system can take, or ConfigError naming `path`.
+
+    A path that is merely absent is fine here (the reader says so); one that no file system
+    can hold (a NUL byte, a 300-character name) would be an OSError wherever it is used.
+    """
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{path}: expected the path of a file or folder, got {_type_name(v)} {v!r}")
+    if "\x00" in v:
+        raise ConfigError(f"{path}: the path contains a NUL byte; allowed: a file system path")
+    try:
+        raw = os.fsencode(v)
+    except UnicodeError:
+        raise ConfigError(f"{path}: the path has characters this file system cannot encode") from None
+    if len(raw) > MAX_PATH_BYTES:
+        raise ConfigError(f"{path}: the path is {len(raw)} bytes long; allowed: at most "
+                          f"{MAX_PATH_BYTES} bytes, and {MAX_NAME_BYTES} per folder or file name")
+    longest = max(raw.split(os.sep.encode()), key=len)
+    if len(longest) > MAX_NAME_BYTES:
+        shown = longest[:24].decode(errors="replace")
+        raise ConfigError(f"{path}: the name {shown!r}... is {len(longest)} bytes long; allowed: at "
+                          f"most {MAX_NAME_BYTES} bytes per folder or file name")
+    return v
+
+
 def _keys(path, given: dict, allowed, hint=""):
     if not isinstance(given, dict):
         raise ConfigError(f"{path or 'config'}: expected an object, got {_type_name(given)}")
     for k in given:
         if k not in allowed:
-            where = f"{path}.{k}" if path else k
+            where = f"{path}.{_key(k)}" if path else _key(k)
             raise ConfigError(f"{where}: unknown key{hint}; allowed: {', '.join(allowed)}")
 
 
@@ -150,6 +185,11 @@ def resolve_config(cfg: dict | None) -> dict:
     data = _resolve_data(cfg.get("data", {}))
     model = _resolve_model(cfg.get("model", {}))
     train = _resolve_train(cfg.get("train", {}))
+    if model.get("batchnorm") and train["batch_size"] < 2:
+        # training BatchNorm normalises by the batch's own statistics: one sample has none
+        raise ConfigError(f"train.batch_size: {train['batch_size']} with model.batchnorm true; "
+                          "BatchNorm needs batches of at least 2; allowed: train.batch_size of "
+                          "at least 2, or model.batchnorm false")
     return {"data": data, "model": model, "train": train}
 
 
@@ -167,6 +207,7 @@ def _resolve_data(d) -> dict:
         if not isinstance(out["root"], str) or not out["root"].strip():
             raise ConfigError("data.root: the folder dataset needs the path of a folder "
                               "with one sub-folder of images per class")
+        check_path("data.root", out["root"])
     elif out["root"] is not None:
         raise ConfigError(f"data.root: only used with dataset 'folder' (dataset is {out['dataset']!r})")
     aug = d.get("augment", {})
@@ -188,7 +229,7 @@ def _resolve_model(m) -> dict:
         if k not in allowed:
             other = [a for a in ARCHS if k in MODEL_DEFAULTS[a]]
             hint = f" for arch {arch!r}" + (f" (it belongs to {', '.join(other)})" if other else "")
-            raise ConfigError(f"model.{k}: unknown key{hint}; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"model.{_key(k)}: unknown key{hint}; allowed: {', '.join(allowed)}")
     out = {"arch": arch, **copy.deepcopy(MODEL_DEFAULTS[arch]), "init": "kaiming"}
     out.update(copy.deepcopy(m))
     _choice("model.init", out["init"], INITS)
@@ -226,6 +267,8 @@ def _resolve_model(m) -> dict:
             raise ConfigError(f"model.weights: expected \"imagenet\", \"none\" or the path of a "
                               f".pth state_dict file, got {_type_name(out['weights'])} {out['weights']!r}")
         out["weights"] = out["weights"].strip()
+        if out["weights"] not in ("imagenet", "none"):
+            check_path("model.weights", out["weights"])
     return out
 
 

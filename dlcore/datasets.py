@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError
-from .images import ImageError, open_image
+from .config import ConfigError, check_path
+from .images import ImageError, open_image, read_image_file
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 DIGITS = tuple(str(i) for i in range(10))
@@ -96,8 +96,16 @@ def _how_to_get(name: str, root: Path) -> str:
 
 
 def availability(name: str, data_root=None) -> tuple[bool, str]:
-    """(available now, where it is or how to get it)."""
+    """(available now, where it is or how to get it); a data root no file system can hold,
+    or one that cannot be searched, holds nothing."""
     root = Path(data_root or default_data_root())
+    try:
+        return _availability(name, root)
+    except OSError:
+        return False, _how_to_get(name, root) if name in BUILTIN else "cannot be read"
+
+
+def _availability(name: str, root: Path) -> tuple[bool, str]:
     if name in ("mnist-5k", "digits"):
         return True, BUILTIN[name].source
     if name == "mnist":
@@ -247,6 +255,16 @@ def _cifar10(d: Path):
 # ---------------------------------------------------------------- image folders
 
 def _scan_folder(root: Path):
+    if str(root).strip():
+        check_path("data.root", str(root))     # a 300-character name: ConfigError, not OSError
+    try:
+        return _scan_folder_files(root)
+    except OSError as e:
+        raise DatasetUnavailable(f"data.root: {str(root)!r} cannot be read "
+                                 f"({e.strerror or e})") from None
+
+
+def _scan_folder_files(root: Path):
     if not str(root).strip() or not root.is_dir():
         raise DatasetUnavailable(f"data.root: {str(root)!r} is not a folder; give a folder "
                                  "with one sub-folder of images per class")
@@ -273,7 +291,7 @@ def _folder_channels(files: tuple) -> int:
         for f in group[:20]:
             try:
                 with Image.open(f) as im:
-                    if im.mode not in ("L", "1", "I;16", "I", "LA"):
+                    if im.mode not in ("L", "1", "LA", "F") and not im.mode.startswith("I"):
                         return 3
             except Exception:
                 continue
@@ -291,7 +309,7 @@ def _load_folder(root: Path, size: int):
         for label, group in enumerate(files):
             for f in group:
                 try:
-                    img = open_image(Path(f).read_bytes(), name=f)
+                    img = open_image(read_image_file(f), name=f)
                 except ImageError as e:
                     raise DatasetUnavailable(f"data.root: {e}") from None
                 img = img.convert("L" if channels == 1 else "RGB").resize((size, size))

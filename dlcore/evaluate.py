@@ -13,7 +13,7 @@ import torch
 
 from .augment import normalize
 from .devices import autocast, autocast_dtype, pick_device
-from .runs import CheckpointError, load_checkpoint, write_json_atomic
+from .runs import CheckpointError, load_checkpoint, write_json_atomic, writing
 
 EVAL_BATCH = 1024
 GALLERY_SIZE = 36
@@ -37,15 +37,28 @@ def predict_logits(model, x_u8: torch.Tensor, mean, std, device, batch: int = EV
 
 def load_model(ckpt_or_path, device="cpu"):
     """Rebuild a model from a checkpoint (a path or a loaded dict); returns (model, ckpt)."""
-    from .models import build_model
+    from .config import ConfigError
+    from .models import build_model, checked_checkpoint
 
-    ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
+    if isinstance(ckpt_or_path, dict):
+        ckpt, name = ckpt_or_path, "checkpoint"
+    else:
+        ckpt, name = load_checkpoint(ckpt_or_path), Path(ckpt_or_path).name
+    # a checkpoint travels: its config is checked by the config's rules before it builds anything
+    ckpt = checked_checkpoint(ckpt, name)
     cfg = dict(ckpt["config"]["model"], init="default")   # the weights replace any init
-    model = build_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]), load_weights=False)
     try:
-        model.load_state_dict(ckpt["model_state"])
+        model = build_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]), load_weights=False)
+    except ConfigError as e:
+        raise CheckpointError(f"{name}: damaged checkpoint: its model cannot be built ({e})") from None
+    state = ckpt.get("model_state")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{name}: damaged checkpoint: model_state is not a mapping of "
+                              "names to tensors")
+    try:
+        model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"the checkpoint's weights do not fit its model: "
+        raise CheckpointError(f"{name}: the checkpoint's weights do not fit its model: "
                               f"{str(e).splitlines()[0][:200]}") from None
     return model.to(device).eval(), ckpt
 
@@ -130,7 +143,8 @@ def evaluate_run(run_dir, data_root=None, splits=None, device=None, batch: int =
     result = compute_metrics(splits.test_y.numpy(), probs, ckpt["classes"])
     result["checkpoint"] = path.name
     result["epoch"] = ckpt.get("epoch")
-    write_json_atomic(run_dir / "eval.json", result)
+    with writing(f"evaluate {run_dir.name}", run_dir):
+        write_json_atomic(run_dir / "eval.json", result)
     return result
 
 
@@ -158,7 +172,7 @@ def test_images(run_dir, indices, data_root=None) -> np.ndarray:
     test-split derivation; no train/val split or normalisation statistics are made.
     """
     from .splits import fixed_test_split
-    from .runs import read_json
+    from .runfiles import read_json
 
     cfg = read_json(Path(run_dir) / "config.json")
     return fixed_test_split(cfg["data"], data_root).test_x(list(indices))

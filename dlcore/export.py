@@ -129,12 +129,35 @@ def load_safetensors(weights_path, config_path=None) -> tuple[nn.Module, dict]:
     return model.eval(), meta
 
 
+# what a run directory holds: an export never writes over one of them
+RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "best.pt", "last.pt", "eval.json",
+             "meta.json", "layers.jsonl", "worker.log", "STOP", ".lock", "tb")
+
+
+def _check_targets(run_dir: Path, fmt: str, base: Path) -> None:
+    """The files an export writes never collide with each other or with the run's own files."""
+    if fmt == "safetensors" and base.suffix.lower() == ".json":
+        raise ConfigError(f"--out: {str(base)!r} ends in .json, the name of the config written "
+                          "beside the weights; give the weights file another name, e.g. "
+                          f"{str(base.with_suffix('.safetensors'))!r}")
+    for path in [base] + ([base.with_suffix(".json")] if fmt == "safetensors" else []):
+        refuse_run_file(run_dir, path)
+
+
+def refuse_run_file(run_dir: Path, path: Path) -> None:
+    """An export (or exported code) never writes over one of the run's own files."""
+    if Path(path).resolve().parent == Path(run_dir).resolve() and Path(path).name in RUN_FILES:
+        raise ConfigError(f"--out: {str(path)!r} would overwrite the run's own {Path(path).name}; "
+                          "write the export elsewhere (by default it goes to RUN_DIR/export/)")
+
+
 def export_run(run_dir, fmt: str, out=None) -> list[Path]:
     """Write the export next to the run (or at `out`); returns the files written."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format: unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
     base = Path(out) if out else run_dir / "export" / f"model.{fmt}"
+    _check_targets(run_dir, fmt, base)
     if fmt == "onnx":
         files = {base: export_onnx_bytes(run_dir)}
     else:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import models
 from .config import ConfigError
+from .models import checked_checkpoint
 from .runs import CheckpointError, load_checkpoint, read_json
 
 ARCH_CODE = {"dnn": ("_fc_block", "DNN"), "cnn": ("_fc_block", "CNN"),
@@ -324,16 +325,19 @@ if __name__ == "__main__":
 
 
 def generate_code(ckpt: dict, run_id: str = "?", script: str = "train_run.py") -> str:
-    """The script's text for a loaded checkpoint (its config, classes, input shape, mean/std)."""
+    """The script's text for a loaded checkpoint (its config, classes, input shape, mean/std).
+    A checkpoint comes from anywhere: it is checked first, every value enters the code as a
+    literal (repr), and text in the docstring is escaped, so none of it can run as code."""
+    ckpt = checked_checkpoint(ckpt)
     cfg = ckpt["config"]
     arch = cfg["model"]["arch"]
     if arch not in ARCH_CODE:
         raise ConfigError(f"model.arch: {arch!r} cannot be exported as code; allowed: "
                           f"{', '.join(ARCH_CODE)}")
     dataset = cfg["data"]["dataset"]
-    parts = [HEADER.format(title=f"{arch.upper()} on {dataset}: the training run as plain PyTorch.",
-                           run_id=run_id, script=script,
-                           data_note=textwrap.fill("Data: " + DATA_NOTES.get(dataset, dataset), 92)),
+    title = f"{arch.upper()} on {dataset}: the training run as plain PyTorch."
+    note = "\n".join(_doc(line) for line in textwrap.wrap("Data: " + DATA_NOTES[dataset], 92))
+    parts = [HEADER.format(title=_doc(title), run_id=_doc(run_id), script=_doc(script), data_note=note),
              "import argparse\nimport csv\nimport gzip\nimport math\nimport os\n\n"
              "import numpy as np\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n",
              _constants(ckpt),
@@ -351,6 +355,12 @@ def generate_code(ckpt: dict, run_id: str = "?", script: str = "train_run.py") -
     parts.append(DATA_CODE)
     parts.append(TRAIN_CODE)
     return "".join(parts)
+
+
+def _doc(text) -> str:
+    """Text for the script's docstring, on one line: backslashes, quotes, newlines, control and
+    non-ASCII characters escaped, so it can never close the string."""
+    return ascii(str(text))[1:-1].replace('"', '\\"')
 
 
 def _literal(value) -> str:
@@ -377,7 +387,7 @@ def run_checkpoint(run_dir) -> dict:
         raise ConfigError(f"RUN_DIR: {str(run_dir)!r} is not a run directory (no config.json)")
     for name in ("best.pt", "last.pt"):
         if (run_dir / name).exists():
-            return load_checkpoint(run_dir / name)
+            return checked_checkpoint(load_checkpoint(run_dir / name), name)
     raise CheckpointError(f"{run_dir.name}: no checkpoint yet (best.pt or last.pt); "
                           "train at least one epoch first")
 
@@ -390,6 +400,7 @@ def export_code(run_dir) -> str:
         name = read_json(run_dir / "meta.json").get("name") if (run_dir / "meta.json").exists() else None
     except Exception:
         name = None
-    slug = "".join(ch if ch.isalnum() else "_" for ch in (name or run_dir.name)).strip("_")
+    name = name if isinstance(name, str) and name else run_dir.name
+    slug = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in name).strip("_")
     return generate_code(ckpt, run_id=run_dir.name, script=f"train_{slug[:40] or 'run'}.py")
 

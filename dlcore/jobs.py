@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, resolve_config
-from .runs import WORKER_LOG, RunStore, check_name, last_error, read_json, write_json_atomic
+from .runfiles import read_json
+from .runs import WORKER_LOG, RunStore, check_name, last_error, write_json_atomic
 from .runlock import LOCK_FD_ENV, RunLock, lock_holder, run_is_locked
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

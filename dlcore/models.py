@@ -5,11 +5,14 @@ init methods; `summarize` gives the per-layer table of `python -m dlcore summary
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .config import ConfigError, INITS
+from .config import ConfigError, INITS, check_path
 from .pretrained import Pretrained, estimate as estimate_pretrained
+from .runs import CheckpointError
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
                "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -194,6 +197,8 @@ def build_model(model_cfg: dict, in_shape, num_classes: int, load_weights: bool 
         raise ConfigError(f"model: about {estimate:,} parameters for a {'x'.join(map(str, in_shape))} "
                           f"input is too large; at most {MAX_PARAMETERS:,} (use fewer or narrower layers)")
     if arch == "pretrained":
+        if load_weights and model_cfg.get("weights") not in ("imagenet", "none"):
+            check_path("model.weights", model_cfg.get("weights"))   # else an OSError, not a message
         model = Pretrained(model_cfg, tuple(in_shape), num_classes, load_weights=load_weights)
         init_weights(model.head, model_cfg.get("init", "default"))   # the backbone keeps its weights
         return model
@@ -279,3 +284,51 @@ def format_summary(summary: dict) -> str:
         lines.append(f"frozen parameters: {summary['frozen']}")
     lines.append(f"trainable parameters: {summary['trainable']}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+MAX_CLASS_NAME = 1000
+
+
+def checked_checkpoint(ckpt, name: str = "checkpoint") -> dict:
+    """A loaded checkpoint whose rebuild values are checked: the config (resolved by the config's
+    own rules), classes, input shape, mean and std. A checkpoint travels (shared, copied, restored),
+    so a bad value is a CheckpointError naming the field, never something later code trips on."""
+    from .config import resolve_config
+
+    def damaged(what):
+        return CheckpointError(f"{name}: damaged checkpoint: {what}")
+
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise damaged("it holds no config (a dictionary of data, model and train)")
+    try:
+        cfg = resolve_config(ckpt["config"])
+    except ConfigError as e:
+        raise damaged(f"its config is invalid: {e}") from None
+    classes = ckpt.get("classes")
+    if (not isinstance(classes, (list, tuple)) or len(classes) < 2
+            or not all(isinstance(c, str) and len(c) <= MAX_CLASS_NAME for c in classes)):
+        raise damaged(f"classes must be a list of at least 2 names (text of at most "
+                      f"{MAX_CLASS_NAME} characters), got {_short(classes)}")
+    shape = ckpt.get("input_shape")
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or not all(type(s) is int and 1 <= s <= 4096 for s in shape) or shape[0] > 16):
+        raise damaged(f"input_shape must be [channels, height, width] (1 to 16 channels, sides "
+                      f"of 1 to 4096 pixels), got {_short(shape)}")
+    stats = {}
+    for key in ("mean", "std"):
+        v = ckpt.get(key)
+        ok = (isinstance(v, (list, tuple)) and len(v) == shape[0]
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                      for x in v))
+        if not ok or (key == "std" and min(v) <= 0):
+            raise damaged(f"{key} must be {shape[0]} finite number(s), one per channel"
+                          f"{' (more than 0)' if key == 'std' else ''}, got {_short(v)}")
+        stats[key] = [float(x) for x in v]
+    return {**ckpt, "config": cfg, "classes": list(classes), "input_shape": list(shape), **stats}
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

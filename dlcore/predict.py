@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageError, open_image
+from .images import ImageError, known_mode, open_image, read_image_file, upright
 
 DIGIT_DATASETS = ("mnist-5k", "mnist", "digits")
 
@@ -42,10 +42,8 @@ def _pixels(image) -> np.ndarray:
 
     if isinstance(image, (bytes, bytearray)):
         image = open_image(bytes(image))
-    if isinstance(image, Image.Image):
-        if image.mode not in ("L", "RGB", "RGBA"):
-            image = image.convert("RGBA" if "A" in image.mode else "RGB")
-        image = np.asarray(image)
+    if isinstance(image, Image.Image):   # upright and 8-bit, as open_image makes a file's
+        image = np.asarray(known_mode(upright(image)))
     try:
         a = np.asarray(image, dtype=np.float64)
     except (TypeError, ValueError):
@@ -195,13 +193,8 @@ def predict(run_dir, images) -> list[dict]:
     model, ckpt = load_run_model(run_dir)
     seen = []
     for img in images:
-        if isinstance(img, (str, Path)):
-            p = Path(img)
-            try:
-                data = p.read_bytes()
-            except OSError as e:
-                raise ImageError(f"{p}: cannot be read ({e.strerror or e})") from None
-            img = open_image(data, name=str(p))
+        if isinstance(img, (str, Path)):   # sized before it is read: never more than the limit
+            img = open_image(read_image_file(img), name=str(img))
         seen.append(prepare_image(img, ckpt))
     if not seen:
         return []

@@ -86,7 +86,11 @@ def load_imagenet_state(backbone: str) -> dict:
 
 def _read_state_file(path, what: str) -> dict:
     p = Path(path).expanduser()
-    if not p.is_file():
+    try:
+        is_file = p.is_file()
+    except OSError as e:        # a folder on the way that cannot be searched, say
+        raise ConfigError(f"{what}: {str(p)!r} cannot be read ({e.strerror or e})") from None
+    if not is_file:
         raise ConfigError(f"{what}: {str(p)!r} does not exist; give the path of a .pth state_dict "
                           "saved by torch.save(model.state_dict(), path), \"imagenet\" or \"none\"")
     try:

@@ -5,6 +5,7 @@ file holds the holder's pid for Stop. Reading whether a run is locked changes no
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -59,7 +60,14 @@ class RunLock:
 
         fd = self._inherited()
         if fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise
+                raise ConfigError(f"run {self.path.parent.name}: {self.path} cannot be written "
+                                  f"({e.strerror.lower()}): the runs directory is read-only "
+                                  "here; choose another one") from None
             deadline = time.monotonic() + wait
             while True:
                 try:

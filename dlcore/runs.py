@@ -4,6 +4,8 @@ A reader never sees a half-written file; a damaged run is listed as damaged, nev
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -15,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import ConfigError
+from .runfiles import (STATES, DamagedFile, check_eval, count, json_object, metrics_row,
+                       number, printable, progress, read_json, read_jsonl, section, text)
 from .runlock import RunLock, run_is_locked
 
 STOP_FILE = "STOP"
@@ -98,55 +102,24 @@ def load_checkpoint(path: Path) -> dict:
 
 # ---------------------------------------------------------------- reading runs
 
-def read_json(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-_JSON_CACHE: dict[str, tuple] = {}
-
-
-def _json_or_empty(path: Path) -> dict:
-    """A run file's JSON object ({} when absent), parsed again only when the file changes."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return {}
-    key = (st.st_mtime_ns, st.st_size, st.st_ino)
-    hit = _JSON_CACHE.get(str(path))
-    if hit and hit[0] == key:
-        return hit[1]
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise ValueError("expected a JSON object")
-    if len(_JSON_CACHE) > 2000:
-        _JSON_CACHE.clear()
-    _JSON_CACHE[str(path)] = (key, value)
-    return value
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Per-epoch metrics; a half-written last line is skipped, a damaged middle line raises."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
-        return []
-    data = p.read_bytes()
-    lines = data.split(b"\n")
-    unfinished = not data.endswith(b"\n")   # the worker died while writing the last line
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or "epoch" not in row:
-                raise ValueError("not an epoch record")
-        except ValueError:
-            if unfinished and i == len(lines) - 1:
-                continue
-            raise ValueError(f"metrics.jsonl line {i + 1} is damaged") from None
-        out.append(row)
-    return out
+    """Per-epoch metrics, each row checked; a half-written last line is skipped, a damaged
+    line elsewhere raises DamagedFile."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl", metrics_row)
+
+
+@contextlib.contextmanager
+def writing(what: str, where):
+    """Turn a refused write (a read-only runs directory, a full disk) into one clear line."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise ConfigError(f"{what}: {where} cannot be written ({e.strerror.lower()}): the "
+                              "runs directory is read-only here; choose another one") from None
+        if e.errno == errno.ENOSPC:
+            raise ConfigError(f"{what}: no space left on the device that holds {where}") from None
+        raise
 
 
 def slugify(name: str) -> str:
@@ -160,9 +133,11 @@ def check_name(name: str | None) -> str:
         return ""
     if not isinstance(name, str):
         raise ConfigError("--name: expected text")
-    if "\x00" in name:
-        raise ConfigError("--name: contains a NUL byte; use letters, digits, spaces, '-' and '_'")
     name = " ".join(name.split())
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise ConfigError(f"--name: contains the control character {bad!r}; use letters, "
+                          "digits, spaces, '-' and '_'")
     if len(name) > MAX_NAME:
         raise ConfigError(f"--name: {len(name)} characters is too long; at most {MAX_NAME}")
     return name
@@ -232,6 +207,10 @@ class RunStore:
         `meta` goes into meta.json beside the name (a sweep's id and trial, for instance).
         """
         name = check_name(name)
+        with writing("a new run", self.root):
+            return self._create(name, meta)
+
+    def _create(self, name: str, meta: dict) -> tuple[Path, "RunLock"]:
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         slug = slugify(name)
@@ -293,30 +272,38 @@ class RunStore:
                 _unlink_quietly(p)
 
     def info(self, path) -> RunInfo:
+        """One run's summary. Whatever its files hold, this returns: a file that fails its
+        checks makes the run `damaged`, with the file and the reason."""
         path = Path(path)
         r = RunInfo(id=path.name, path=path)
         reading = "run directory"
         try:
             alive = run_is_locked(path)
+            # what is there, before what it holds: a damaged run can still be re-evaluated
+            r.has_best, r.has_last = (path / "best.pt").exists(), (path / "last.pt").exists()
+            r.has_eval = (path / "eval.json").exists()
             reading = "meta.json"
-            meta = _json_or_empty(path / reading)
-            r.name, r.created = meta.get("name", ""), float(meta.get("created") or 0)
-            r.sweep, r.trial = meta.get("sweep"), meta.get("trial")
+            meta = json_object(path / reading)
+            r.name = printable(text(meta, "name", reading))
+            r.created = number(meta, "created", reading) or 0.0
+            r.sweep, r.trial = text(meta, "sweep", reading, None), text(meta, "trial", reading, None)
             reading = "status.json"
-            st = _json_or_empty(path / reading)
+            st = json_object(path / reading)
+            state = text(st, "state", reading, "unknown")
+            if st and state not in STATES:
+                raise DamagedFile(f"state {state!r:.40} is not one of {', '.join(STATES)}")
+            r.state, r.epoch = state, count(st, "epoch", reading)
+            r.device = printable(text(st, "device", reading))
+            r.started_at = text(st, "started_at", reading, None)
+            r.finished_at = text(st, "finished_at", reading, None)
+            r.error = text(st, "error", reading, None)
+            r.progress = progress(st, reading)
+            r.epochs = count(st, "epochs", reading)
             reading = "config.json"
-            cfg = _json_or_empty(path / reading)
-            reading = "status.json"
-            r.state = st.get("state", "unknown")
-            r.epoch = int(st.get("epoch") or 0)
-            r.epochs = int(st.get("epochs") or cfg.get("train", {}).get("epochs") or 0)
-            r.device = st.get("device") or ""
-            r.started_at, r.finished_at = st.get("started_at"), st.get("finished_at")
-            r.error = st.get("error")
-            r.progress = st.get("progress") or {}
-            reading = "config.json"
-            r.dataset = cfg.get("data", {}).get("dataset", "")
-            r.arch = cfg.get("model", {}).get("arch", "")
+            cfg = json_object(path / reading)
+            r.dataset = printable(text(section(cfg, "data", reading), "dataset", reading))
+            r.arch = printable(text(section(cfg, "model", reading), "arch", reading))
+            r.epochs = r.epochs or count(section(cfg, "train", reading), "epochs", reading)
             if alive:             # a worker holds the lock: starting, training or resuming
                 r.state, r.error = "running", None
                 if st.get("state") != "running":
@@ -329,18 +316,18 @@ class RunStore:
             reading = "metrics.jsonl"
             metrics = read_metrics(path)
             if metrics:
-                best = min(metrics, key=lambda m: m.get("val_loss", float("inf")))
+                best = min(metrics, key=lambda m: m.get("val_loss") if m.get("val_loss")
+                           is not None else float("inf"))
                 r.best_val_acc, r.best_epoch = best.get("val_acc"), best.get("epoch")
             reading = "eval.json"
-            r.has_eval = (path / reading).exists()
-            if r.has_eval and not isinstance(_json_or_empty(path / reading).get("accuracy"), (int, float)):
-                raise ValueError("no accuracy in it")
-            r.has_best, r.has_last = (path / "best.pt").exists(), (path / "last.pt").exists()
+            if r.has_eval:
+                check_eval(json_object(path / reading))
             if not st and not cfg and not alive:
                 r.state = "damaged"
                 r.damaged = "no config.json or status.json"
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            r.state, r.damaged = "damaged", f"{reading} is damaged ({e.__class__.__name__}: {e})"
+        except (OSError, ValueError, TypeError, AttributeError, ArithmeticError) as e:
+            why = str(e) if isinstance(e, DamagedFile) else f"{e.__class__.__name__}: {e}"
+            r.state, r.damaged = "damaged", printable(f"{reading} is damaged ({why})")
         return r
 
     def get(self, run_id: str) -> RunInfo:
@@ -353,8 +340,9 @@ class RunStore:
         return read_metrics(self.path(run_id))
 
     def eval(self, run_id: str) -> dict | None:
+        """eval.json, checked (DamagedFile when it is not a usable evaluation); None if absent."""
         p = self.path(run_id) / "eval.json"
-        return read_json(p) if p.exists() else None
+        return check_eval(json_object(p)) if p.exists() else None
 
     def active(self) -> list[RunInfo]:
         return [r for r in self.list() if r.state == "running"]
@@ -362,23 +350,25 @@ class RunStore:
     # -- changing
     def rename(self, run_id: str, name: str) -> None:
         path = self.path(run_id)
-        meta = dict(_json_or_empty(path / "meta.json"), name=check_name(name))
-        write_json_atomic(path / "meta.json", meta)
+        meta = dict(json_object(path / "meta.json"), name=check_name(name))
+        with writing(f"rename {run_id}", path):
+            write_json_atomic(path / "meta.json", meta)
 
     def request_stop(self, run_id: str) -> None:
-        (self.path(run_id) / STOP_FILE).touch()
+        path = self.path(run_id)
+        with writing(f"stop {run_id}", path):
+            (path / STOP_FILE).touch()
 
     def delete(self, run_id: str) -> None:
         p = self.path(run_id)
-        # holding the lock while the directory is renamed away: no worker can start in it
-        try:
-            lock = RunLock(p).acquire(wait=0.5)
-        except ConfigError:
-            raise ConfigError(f"run {run_id!r} is still training; stop it before deleting it") from None
-        with lock:
-            # rename first so that a half-finished delete never looks like a run
-            trash = self.root / f".deleting-{run_id}-{int(time.time())}"
-            os.replace(p, trash)
+        if run_is_locked(p):
+            raise ConfigError(f"run {run_id!r} is still training; stop it before deleting it")
+        with writing(f"delete {run_id}", self.root):
+            # held while the directory is renamed away: no worker can start in it meanwhile
+            with RunLock(p).acquire(wait=0.5):
+                # rename first so that a half-finished delete never looks like a run
+                trash = self.root / f".deleting-{run_id}-{int(time.time())}"
+                os.replace(p, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
 

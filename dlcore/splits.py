@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import ConfigError
 from .datasets import DatasetInfo, dataset_info, default_data_root, load_arrays
 
 @dataclass
@@ -84,9 +85,94 @@ def held_out_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     TEST_FRACTION held out with TEST_SEED, the same for every run so that runs compare."""
     from sklearn.model_selection import train_test_split
 
+    strat = _strat(y)
+    k = len(np.unique(y))
+    if strat is not None and not _stratifiable(len(y), k, TEST_FRACTION):
+        n_test = math.ceil(TEST_FRACTION * len(y))
+        raise ConfigError(f"data.root: {len(y)} images for {k} classes are too few for the fixed "
+                          f"stratified {TEST_FRACTION:.0%} test split ({n_test} test images, fewer "
+                          f"than one per class); allowed: at least "
+                          f"{_fewest(k, TEST_FRACTION, 2 * k)} images")
     pool, test = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION,
-                                  random_state=TEST_SEED, stratify=_strat(y))
+                                  random_state=TEST_SEED, stratify=strat)
     return pool, test
+
+
+# ---------------------------------------------------------------- stratified splits that fit
+# sklearn's stratified train_test_split of n samples of k classes holds out ceil(fraction * n)
+# and needs at least k on each side (one sample per class); these say so before it raises.
+
+def _stratifiable(n: int, k: int, fraction: float) -> bool:
+    n_out = math.ceil(fraction * n)
+    return n_out >= k and n - n_out >= k
+
+
+def _fewest(k: int, fraction: float, start: int) -> int:
+    """The fewest samples (at least `start`) whose stratified split by `fraction` fits k classes."""
+    n = max(start, 2 * k, int((k - 1) / fraction) - 1)
+    while not _stratifiable(n, k, fraction):
+        n += 1
+    return n
+
+
+def _smallest_val_fraction(n: int, k: int) -> float | None:
+    """The smallest val_fraction (3 decimals) that fits, if any: every larger one up to the
+    allowed 0.5 fits too, since n >= 2k leaves half of n, at least k, for training."""
+    if n < 2 * k:
+        return None
+    return next(f / 1000 for f in range(max(1, math.floor(1000 * (k - 1) / n)), 501)
+                if _stratifiable(n, k, f / 1000))
+
+
+def _check_val_split(data_cfg: dict, n: int, k: int, n_pool: int) -> None:
+    """ConfigError saying which field to change when the stratified train/val split cannot fit."""
+    vf = data_cfg["val_fraction"]
+    if _stratifiable(n, k, vf):
+        return
+    n_val = math.ceil(vf * n)
+    short = (f"{n_val} for validation" if n_val < k else f"{n - n_val} for training")
+    least_vf = _smallest_val_fraction(n, k)
+    limited = bool(data_cfg.get("limit")) and n < n_pool
+    if limited:
+        fewest = _fewest(k, vf, n + 1)
+        fixes = [f"at least {fewest}"] if fewest <= n_pool else []
+        if least_vf is not None:
+            fixes.append(f"data.val_fraction of at least {least_vf:g}")
+        if fixes:
+            raise ConfigError(f"data.limit: {n} images for {k} classes leave {short} "
+                              f"(data.val_fraction {vf:g}), fewer than one per class for a "
+                              f"stratified split; allowed: {', or '.join(fixes)}")
+    elif least_vf is not None:
+        raise ConfigError(f"data.val_fraction: {vf:g} of {n} training images leaves {short}, "
+                          f"fewer than one per class ({k} classes) for a stratified split; "
+                          f"allowed: at least {least_vf:g}")
+    field = "data.root" if data_cfg.get("dataset") == "folder" else "data.limit"
+    raise ConfigError(f"{field}: {n} training images for {k} classes are too few for a "
+                      f"stratified train/validation split; allowed: at least "
+                      f"{_fewest(k, vf, 2 * k)} training images")
+
+
+def split_rows(data_cfg: dict, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) rows of the training pool with labels `y`: the `limit` subset and the
+    val split, both stratified; ConfigError when they cannot be (too few images per class)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    k = len(np.unique(y))
+    limit = data_cfg.get("limit")
+    if limit and limit < len(idx):
+        strat = _strat(y)
+        if strat is not None and limit < k:
+            _check_val_split(data_cfg, limit, k, len(idx))     # raises: fewer than 2 per class
+        if len(idx) - limit < k:   # too few left out to stratify them: a plain random subset
+            strat = None
+        idx, _ = train_test_split(idx, train_size=limit, random_state=seed, stratify=strat)
+    strat = _strat(y[idx])
+    if strat is not None:
+        _check_val_split(data_cfg, len(idx), len(np.unique(y[idx])), len(y))
+    tr, va = train_test_split(idx, test_size=data_cfg["val_fraction"], random_state=seed,
+                              stratify=strat)
+    return np.sort(tr), np.sort(va)
 
 
 def fixed_test_split(data_cfg: dict, data_root=None) -> FixedTestSplit:
@@ -102,19 +188,12 @@ def fixed_test_split(data_cfg: dict, data_root=None) -> FixedTestSplit:
 
 def load_splits(data_cfg: dict, seed: int, data_root=None) -> Splits:
     """Train/val/test splits of a resolved `data` config; val drawn with `seed`."""
-    from sklearn.model_selection import train_test_split
-
     root = str(Path(data_root or default_data_root()))
     info = dataset_info(data_cfg, root)
     ts = fixed_test_split(data_cfg, root)
     y = ts.pool_y
-    idx = np.arange(len(y))
     limit = data_cfg.get("limit")
-    if limit and limit < len(idx):
-        idx, _ = train_test_split(idx, train_size=limit, random_state=seed, stratify=_strat(y))
-    tr, va = train_test_split(idx, test_size=data_cfg["val_fraction"], random_state=seed,
-                              stratify=_strat(y[idx]))
-    tr, va = np.sort(tr), np.sort(va)
+    tr, va = split_rows(data_cfg, y, seed)
     # rows of the raw arrays: no copy of the whole pool, only of the train and val images
     train_x = torch.from_numpy(ts.x[ts.pool[tr]])
     key = (data_cfg["dataset"], root, data_cfg.get("root"), int(data_cfg.get("image_size", 32)),
@@ -128,11 +207,8 @@ def load_splits(data_cfg: dict, seed: int, data_root=None) -> Splits:
 def split_sizes(data_cfg: dict, data_root=None) -> dict:
     """Sizes of the train, val and test splits that load_splits makes, without making them."""
     ts = fixed_test_split(data_cfg, data_root)
-    n = len(ts.pool)
-    if data_cfg.get("limit") and data_cfg["limit"] < n:
-        n = data_cfg["limit"]
-    n_val = math.ceil(data_cfg["val_fraction"] * n)
-    return {"train": n - n_val, "val": n_val, "test": ts.n_test}
+    tr, va = split_rows(data_cfg, ts.pool_y, 0)   # labels only: cheap, and the same checks
+    return {"train": len(tr), "val": len(va), "test": ts.n_test}
 
 
 def _strat(y):

@@ -15,8 +15,8 @@ from .config import ConfigError, resolve_config
 from .splits import load_splits
 from .devices import pick_device
 from .models import build_model
-from .runs import (STOP_FILE, RunStore, check_name, load_checkpoint, now_iso, read_json,
-                   write_json_atomic)
+from .runfiles import read_json
+from .runs import STOP_FILE, RunStore, check_name, load_checkpoint, now_iso, write_json_atomic
 from .runlock import RunLock
 from .signals import stop_on_sigterm
 from .trainer import Trainer

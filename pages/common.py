@@ -15,6 +15,41 @@ from dlcore.runs import RunStore
 ROUTED_KEY = "_served_by_router"
 
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(host_header: str) -> str:
+    """The name in a Host header, without its port: 'localhost:8501' and '[::1]:8501'."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def allowed_host(host_header: str | None, server_address: str | None) -> bool:
+    """Whether a request's Host is this machine as the server was told to serve it.
+
+    A page from another name that resolves to 127.0.0.1 (DNS rebinding) must not read the
+    runs: only localhost, 127.0.0.1, ::1 and the configured server.address are served. A
+    server opened to the network on purpose (address 0.0.0.0 or ::) serves every name."""
+    if host_header is None:     # no HTTP request behind this run (tests, bare mode)
+        return True
+    configured = (server_address or "").strip().lower()
+    if configured in ("0.0.0.0", "::"):
+        return True
+    return host_name(host_header) in (*LOCAL_HOSTS, host_name(configured) if configured else "")
+
+
+def refuse_foreign_host() -> None:
+    """Stop here, with one line saying why, for a Host this server does not serve."""
+    host = st.context.headers.get("Host")
+    if not allowed_host(host, st.get_option("server.address")):
+        st.error(f"Refused: this dashboard is served as localhost, not as {host[:100]!r}. "
+                 "Open it at http://localhost:<port>, or set server.address in "
+                 ".streamlit/config.toml to the name you use.")
+        st.stop()
+
+
 def init_state() -> None:
     """Settings every page reads; set once per browser session."""
     st.session_state.setdefault("runs_dir", os.environ.get("DLCORE_RUNS") or "runs")

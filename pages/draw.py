@@ -121,7 +121,7 @@ def upload_panel(run_dir) -> None:
         right.info("Upload a PNG, JPEG, BMP, GIF or WebP image.", icon=":material/upload:")
         return
     try:
-        img = open_image(up.getvalue(), name=up.name)
+        img = open_image(up, name=up.name)    # its size is checked before it is read
     except ImageError as e:
         right.error(str(e))
         return

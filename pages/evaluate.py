@@ -3,7 +3,6 @@ and its most confidently wrong test images, all read from the run's eval.json.
 """
 from __future__ import annotations
 
-import json
 
 import pandas as pd
 import streamlit as st
@@ -249,18 +248,6 @@ def downloads(r) -> None:
                 st.error(f"No code: {err}")
 
 
-def damage(r) -> str:
-    """RunInfo.damaged, with the name of the file that does not parse when one can be found."""
-    for name in ("eval.json", "status.json", "config.json", "meta.json"):
-        try:
-            json.loads((r.path / name).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError) as e:
-            return f"{name} is not valid JSON ({e})"
-    return r.damaged
-
-
 # ---------------------------------------------------------------- page
 
 st.title("Evaluate")
@@ -273,7 +260,7 @@ if not runs:
 run = choose_run(runs)
 has_ckpt = run.has_best or run.has_last
 if run.damaged:
-    st.error(f"Run {run.id} is damaged: {damage(run)}")
+    st.error(f"Run {run.id} is damaged: {run.damaged}")
     if has_ckpt:
         st.caption("Re-evaluating rewrites eval.json from the checkpoint.")
         evaluate_button(run, "Evaluate again")

@@ -122,3 +122,17 @@ def test_predicting_a_non_image_is_a_clear_error(tiny_runs, tmp_path):
 def test_every_command_has_help(command, tmp_path):
     out = dlcore(command, "--help", cwd=tmp_path)
     assert out.returncode == 0 and "usage:" in out.stdout
+
+
+def test_devices_reports_this_machine_and_the_app_asks_a_worker(tmp_path):
+    import torch
+
+    from dlcore import jobs
+
+    out = dlcore("devices", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["auto"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert rep["cpu_threads"] == torch.get_num_threads() and rep["torch"] == torch.__version__
+    # the web server's view comes from a short-lived process, so the server never opens CUDA
+    assert jobs.device_report() == rep

@@ -205,3 +205,42 @@ def test_damaged_safetensors_is_a_checkpoint_error(tiny_runs, tmp_path):
     (tmp_path / "m.json").write_bytes(config)
     with pytest.raises(CheckpointError):
         load_safetensors(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("out", ["model.json", "model.JSON"])
+def test_safetensors_weights_never_share_a_name_with_their_config(out, tiny_runs, tmp_path, capsys):
+    runs, dnn, _ = tiny_runs
+    assert main(["export", str(runs / dnn), "--format", "safetensors",
+                 "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and ".json" in err and "model.safetensors" in err
+    assert list(tmp_path.glob("model*")) == []                # nothing half-written
+
+    plain = tmp_path / "model"                                  # no suffix: model + model.json
+    assert main(["export", str(runs / dnn), "--format", "safetensors", "--out", str(plain)]) == 0
+    assert capsys.readouterr().out.split() == [str(plain), str(plain) + ".json"]
+    model, meta = load_safetensors(plain)
+    assert meta["config"]["model"]["arch"] == "dnn"
+    assert plain.read_bytes()[:8] != plain.with_suffix(".json").read_bytes()[:8]
+
+
+@pytest.mark.parametrize("fmt, out", [("onnx", "best.pt"), ("safetensors", "last.pt"),
+                                      ("safetensors", "config.safetensors"),
+                                      ("onnx", "metrics.jsonl")])
+def test_an_export_never_overwrites_the_runs_own_files(fmt, out, tiny_runs, capsys):
+    runs, dnn, _ = tiny_runs
+    before = {p.name: p.read_bytes() for p in (runs / dnn).iterdir() if p.is_file()}
+    assert main(["export", str(runs / dnn), "--format", fmt, "--out", str(runs / dnn / out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "would overwrite the run's own" in err
+    after = {p.name: p.read_bytes() for p in (runs / dnn).iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_exported_code_never_overwrites_the_runs_own_files(tiny_runs, capsys):
+    runs, dnn, _ = tiny_runs
+    before = (runs / dnn / "config.json").read_bytes()
+    assert main(["export-code", str(runs / dnn), "--out", str(runs / dnn / "config.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "would overwrite the run's own config.json" in err
+    assert (runs / dnn / "config.json").read_bytes() == before

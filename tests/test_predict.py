@@ -168,3 +168,82 @@ def test_which_runs_take_drawings():
     assert can_draw({"data": {"dataset": "mnist-5k"}})[0]
     ok, why = can_draw({"data": {"dataset": "cifar10"}})
     assert not ok and "photos" in why
+
+
+MNIST_5K = {"config": {"data": {"dataset": "mnist-5k"}}, "input_shape": [1, 28, 28]}
+
+
+def full_range_digit():
+    """A real MNIST digit that uses the whole 0..255 range, as uint8 [28, 28]."""
+    from dlcore.datasets import load_arrays
+    x = load_arrays("mnist-5k", "data")[0][:, 0]
+    return next(a for a in x if a.min() == 0 and a.max() == 255)
+
+
+def encoded(array, fmt, mode=None):
+    buf = io.BytesIO()
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def wide_range_versions(a8):
+    """The same gray picture as a 16-bit PNG, a 12-bit scan in a 16-bit PNG, a 32-bit integer
+    TIFF and a 32-bit float TIFF (0..1)."""
+    v = a8.astype(np.float64)
+    return {"16-bit png": encoded((v * 257).astype(np.uint16), "PNG"),
+            "12-bit png": encoded((v * 4095 / 255).round().astype(np.uint16), "PNG"),
+            "int32 tiff": encoded((v * 257).astype(np.int32), "TIFF", "I"),
+            "float tiff": encoded((v / 255).astype(np.float32), "TIFF", "F")}
+
+
+def test_16_bit_and_float_images_are_prepared_like_the_8_bit_one():
+    digit = full_range_digit()
+    big = np.asarray(Image.fromarray(255 - digit).resize((112, 112), Image.BILINEAR))
+    for a8 in (digit, big):         # an MNIST-format sample, and a dark-on-light picture
+        want = prepare_image(open_image(encoded(a8, "PNG")), MNIST_5K).astype(int)
+        assert want.max() > 200 and (want < 128).mean() > 0.5      # a digit, not a blank
+        for kind, data in wide_range_versions(a8).items():
+            img = open_image(data, name=kind)
+            assert img.mode == "L", kind
+            seen = prepare_image(img, MNIST_5K).astype(int)
+            assert np.abs(seen - want).max() <= 1, kind
+            # a PIL image handed over directly is converted the same way
+            direct = prepare_image(Image.open(io.BytesIO(data)), MNIST_5K).astype(int)
+            assert np.abs(direct - want).max() <= 1, kind
+
+
+def test_a_float_image_with_nan_is_refused_with_a_reason():
+    a = np.zeros((28, 28), np.float32)
+    a[3, 3] = np.nan
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        open_image(encoded(a, "TIFF", "F"), name="scan.tif")
+
+
+def sideways_photo(orientation):
+    """A photo of a 7 (dark ink, white paper) stored rotated, with the EXIF orientation tag
+    that tells a viewer how to turn it upright; and the upright picture."""
+    upright = np.full((160, 160), 255, np.uint8)
+    upright[30:44, 40:120] = 0          # the 7's bar, at the top
+    upright[30:130, 106:120] = 0        # its stem, on the right
+    turn = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[orientation]
+    stored = Image.fromarray(upright).transpose(turn)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", quality=95, exif=exif)
+    return buf.getvalue(), upright
+
+
+@pytest.mark.parametrize("orientation, turns", [(6, -1), (8, 1)])
+def test_exif_orientation_turns_a_sideways_photo_upright(orientation, turns):
+    data, upright = sideways_photo(orientation)
+    stored = np.asarray(Image.open(io.BytesIO(data)))             # the pixels as the file has them
+    assert stored.shape == upright.shape and not np.array_equal(stored, upright)
+    img = open_image(data, name="photo.jpg")
+    turned = np.rot90(stored, turns)                              # orientation 6: 90 degrees clockwise
+    assert np.array_equal(np.asarray(img), turned)
+    assert np.abs(turned.astype(int) - upright).mean() < 2        # it is the upright 7 (JPEG aside)
+    seen = prepare_image(img, MNIST_5K)
+    assert np.array_equal(seen, prepare_image(turned, MNIST_5K))
+    assert np.abs(seen.astype(int) - prepare_image(upright, MNIST_5K)).mean() < 2
+    assert np.array_equal(prepare_image(Image.open(io.BytesIO(data)), MNIST_5K), seen)

@@ -155,7 +155,7 @@ def quick(seed):
 def test_workers_started_resumed_and_evaluated_while_a_reader_polls_all_finish(empty_runs):
     """The app's whole life of a run, for many runs at once, under a sidebar polling every
     10 ms. DLCORE_STRESS_WORKERS sets how many (the issue's check: 20)."""
-    n = int(os.environ.get("DLCORE_STRESS_WORKERS", "4"))
+    n = int(os.environ.get("DLCORE_STRESS_WORKERS", "3"))
     errors, done = [], threading.Event()
 
     def reader():

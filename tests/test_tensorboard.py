@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dlcore import tblog
-from dlcore.runs import read_json
+from dlcore.runfiles import read_json
 
 from conftest import TINY, train_quietly
 
