@@ -285,7 +285,7 @@ def cmd_download(args) -> int:
 def cmd_export_code(args) -> int:
     from .config import ConfigError
     from .export import refuse_run_file
-    from .export_code import export_code
+    from .export import export_code
 
     run_dir = _run_dir(args.run_dir)
     if args.out is not None:

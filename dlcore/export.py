@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .export_code import export_code, run_checkpoint  # noqa: F401  (export_code: for the UI)
-from .runs import CheckpointError, write_bytes_atomic
+from .export_code import generate_code
+from .models import checked_checkpoint
+from .runfiles import read_json
+from .runs import CheckpointError, load_checkpoint, write_bytes_atomic
 
 FORMATS = ("onnx", "safetensors")
 # the oldest opset torch.export's ONNX exporter writes; onnxruntime runs it since 1.14
@@ -201,6 +203,29 @@ def config_code(cfg: dict, data_root=None) -> str:
     std = (1.0,) * len(splits.std) if plain else splits.std
     ckpt = {"config": cfg, "classes": list(splits.classes), "input_shape": list(splits.info.shape),
             "mean": list(mean), "std": list(std)}
-    from .export_code import generate_code
 
     return generate_code(ckpt, run_id="not trained yet", script="train_model.py")
+
+
+def run_checkpoint(run_dir) -> dict:
+    """The run's best checkpoint (else last), loaded weights-only and checked."""
+    from .evaluate import best_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} is not a run directory (no config.json)")
+    path = best_checkpoint(run_dir)
+    return checked_checkpoint(load_checkpoint(path), path.name)
+
+
+def export_code(run_dir) -> str:
+    """The standalone training script of a run, as text."""
+    run_dir = Path(run_dir)
+    ckpt = run_checkpoint(run_dir)
+    try:
+        name = read_json(run_dir / "meta.json").get("name") if (run_dir / "meta.json").exists() else None
+    except (OSError, ValueError):
+        name = None
+    name = name if isinstance(name, str) and name else run_dir.name
+    slug = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in name).strip("_")
+    return generate_code(ckpt, run_id=run_dir.name, script=f"train_{slug[:40] or 'run'}.py")

@@ -9,12 +9,10 @@ import inspect
 import json
 import pprint
 import textwrap
-from pathlib import Path
 
 from . import models
 from .config import ConfigError
 from .models import checked_checkpoint
-from .runs import CheckpointError, load_checkpoint, read_json
 
 ARCH_CODE = {"dnn": ("_fc_block", "DNN"), "cnn": ("_fc_block", "CNN"),
              "resnet": ("BasicBlock", "ResNet"), "rnn": ("RNN",), "pretrained": ()}
@@ -378,29 +376,3 @@ def _constants(ckpt: dict) -> str:
             f"INPUT_SHAPE = {tuple(ckpt['input_shape'])!r}\n"
             f"MEAN = {tuple(float(v) for v in ckpt['mean'])!r}   # normalisation: the training split's\n"
             f"STD = {tuple(float(v) for v in ckpt['std'])!r}\n")
-
-
-def run_checkpoint(run_dir) -> dict:
-    """The run's best checkpoint (else last), loaded weights-only; CheckpointError if none."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise ConfigError(f"RUN_DIR: {str(run_dir)!r} is not a run directory (no config.json)")
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / name).exists():
-            return checked_checkpoint(load_checkpoint(run_dir / name), name)
-    raise CheckpointError(f"{run_dir.name}: no checkpoint yet (best.pt or last.pt); "
-                          "train at least one epoch first")
-
-
-def export_code(run_dir) -> str:
-    """The standalone training script of a run, as text."""
-    run_dir = Path(run_dir)
-    ckpt = run_checkpoint(run_dir)
-    try:
-        name = read_json(run_dir / "meta.json").get("name") if (run_dir / "meta.json").exists() else None
-    except Exception:
-        name = None
-    name = name if isinstance(name, str) and name else run_dir.name
-    slug = "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in name).strip("_")
-    return generate_code(ckpt, run_id=run_dir.name, script=f"train_{slug[:40] or 'run'}.py")
-

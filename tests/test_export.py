@@ -20,7 +20,8 @@ from dlcore.splits import load_splits
 from dlcore.evaluate import load_model, predict_logits
 from dlcore.export import (export_onnx_bytes, export_run, export_safetensors_bytes,
                            load_safetensors)
-from dlcore.export_code import export_code, generate_code
+from dlcore.export import export_code
+from dlcore.export_code import generate_code
 from dlcore.models import build_model
 from dlcore.runs import CheckpointError
 

@@ -94,7 +94,7 @@ def test_a_run_directory_name_never_runs_as_code_in_the_exported_script(dirname,
 
 
 def test_class_names_reach_the_script_as_data(tiny_runs, tmp_path):
-    from dlcore.export_code import export_code
+    from dlcore.export import export_code
 
     run = tampered_run(tiny_runs, "classes", _classes)
     namespace = {}
