@@ -19,6 +19,7 @@ from .config import resolve_config
 from .splits import load_splits
 from .models import build_model
 from .devices import autocast_dtype, describe_device, pick_device
+from .loop import DeviceSplit, evaluate_split, train_one_epoch
 from .trainer import Trainer
 
 BENCH_MODELS = {   # the tutorials' DNN, and the other three at their defaults
@@ -85,16 +86,24 @@ def tutorial_samples_per_s(model, splits, device, batch_size, seconds, lr=1e-3) 
 
 # ---------------------------------------------------------------- the engine's loop
 
+def _epoch(trainer, max_batches: int | None = None):
+    """One pass of the engine's loop on a Trainer's model, data and optimizer."""
+    s = trainer.state
+    return train_one_epoch(trainer.step_model, trainer.train_split, s.optimizer, s.scheduler,
+                           s.batch_size, s.gen, amp_dtype=trainer.amp_dtype,
+                           max_batches=max_batches)
+
+
 def engine_samples_per_s(cfg, model, splits, device, seconds) -> float:
     with tempfile.TemporaryDirectory() as d:
         trainer = Trainer(cfg, Path(d), device, splits, model, progress=False, log=lambda s: None)
         bs = cfg["train"]["batch_size"]
-        trainer.train_epoch(0, max_batches=5)      # warm-up (cudnn autotuning, compile)
+        _epoch(trainer, 5)      # warm-up (cudnn autotuning, compile)
         samples, start, epoch = 0, time.perf_counter(), 0
         while True:
             epoch += 1
-            steps = max(1, min(trainer.batches, 20))
-            trainer.train_epoch(epoch, max_batches=steps)   # ends in .item(): synchronised
+            steps = max(1, min(trainer.state.batches, 20))
+            _epoch(trainer, steps)   # ends in .item(): synchronised
             samples += steps * bs
             if time.perf_counter() - start >= seconds:
                 return samples / (time.perf_counter() - start)
@@ -145,13 +154,15 @@ def time_to_accuracy(target: float, device, data_root=None, max_epochs: int | No
     model = build_model(cfg["model"], splits.info.shape, len(splits.classes))
     with tempfile.TemporaryDirectory() as d:
         trainer = Trainer(cfg, Path(d), device, splits, model, progress=False, log=lambda s: None)
-        test_x, test_y = splits.test_x.to(device), splits.test_y.to(device)
+        test = DeviceSplit(splits.test_x.to(device), splits.test_y.to(device),
+                           trainer.val_split.norm)
         trained, acc = 0.0, 0.0
         for epoch in range(1, cfg["train"]["epochs"] + 1):
             start = time.perf_counter()
-            trainer.train_epoch(epoch)
+            _epoch(trainer)
             trained += time.perf_counter() - start
-            _, acc = trainer.evaluate_split(test_x, test_y)     # not counted as training time
+            _, acc = evaluate_split(trainer.model, test, 2 * trainer.state.batch_size,
+                                    trainer.amp_dtype)     # not counted as training time
             log(f"  epoch {epoch}: test accuracy {acc:.4f} after {trained:.1f}s of training")
             if acc >= target:
                 return {"target": target, "reached": True, "seconds": round(trained, 2),

@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     except Exception as e:  # every other failure is one line, not a traceback
         from .datasets import DatasetUnavailable
         from .images import ImageError
-        from .runs import CheckpointError
+        from .checkpoints import CheckpointError
         from .trainer import TrainingFailed
         if isinstance(e, (DatasetUnavailable, ImageError, CheckpointError)):
             print(f"error: {e}", file=sys.stderr)

@@ -77,3 +77,13 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
+
+
+def place_model(model, arch: str, compile_model: bool, device: torch.device):
+    """The model on its device, the module that runs the steps (compiled when asked: the
+    checkpoints keep the plain module's weights), and whether inputs go channels-last."""
+    tune_for(device)
+    channels_last = uses_channels_last(arch, device)
+    model = model.to(device, memory_format=torch.channels_last) if channels_last \
+        else model.to(device)
+    return model, torch.compile(model) if compile_model else model, channels_last

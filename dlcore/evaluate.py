@@ -13,7 +13,8 @@ import torch
 
 from .augment import normalize
 from .devices import autocast, autocast_dtype, pick_device
-from .runs import CheckpointError, load_checkpoint, write_json_atomic, writing
+from .checkpoints import best_checkpoint, load_checkpoint, load_model
+from .runs import write_json_atomic, writing
 
 EVAL_BATCH = 1024
 GALLERY_SIZE = 36
@@ -33,42 +34,6 @@ def predict_logits(model, x_u8: torch.Tensor, mean, std, device, batch: int = EV
             x = x_u8[i:i + batch].to(device, non_blocking=True).float().div_(255.0)
             out.append(model(normalize(x, mean, std)).float())
     return torch.cat(out) if out else torch.zeros(0)
-
-
-def load_model(ckpt_or_path, device="cpu"):
-    """Rebuild a model from a checkpoint (a path or a loaded dict); returns (model, ckpt)."""
-    from .config import ConfigError
-    from .models import build_model, checked_checkpoint
-
-    if isinstance(ckpt_or_path, dict):
-        ckpt, name = ckpt_or_path, "checkpoint"
-    else:
-        ckpt, name = load_checkpoint(ckpt_or_path), Path(ckpt_or_path).name
-    # a checkpoint travels: its config is checked by the config's rules before it builds anything
-    ckpt = checked_checkpoint(ckpt, name)
-    cfg = dict(ckpt["config"]["model"], init="default")   # the weights replace any init
-    try:
-        model = build_model(cfg, tuple(ckpt["input_shape"]), len(ckpt["classes"]), load_weights=False)
-    except ConfigError as e:
-        raise CheckpointError(f"{name}: damaged checkpoint: its model cannot be built ({e})") from None
-    state = ckpt.get("model_state")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{name}: damaged checkpoint: model_state is not a mapping of "
-                              "names to tensors")
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{name}: the checkpoint's weights do not fit its model: "
-                              f"{str(e).splitlines()[0][:200]}") from None
-    return model.to(device).eval(), ckpt
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise CheckpointError(f"{run_dir.name}: no checkpoint yet (best.pt or last.pt)")
 
 
 def compute_metrics(y_true, probs, classes) -> dict:

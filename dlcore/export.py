@@ -16,7 +16,8 @@ from .config import ConfigError
 from .export_code import generate_code
 from .models import checked_checkpoint
 from .runfiles import read_json
-from .runs import CheckpointError, load_checkpoint, write_bytes_atomic
+from .checkpoints import CheckpointError, load_checkpoint
+from .runs import write_bytes_atomic
 
 FORMATS = ("onnx", "safetensors")
 # the oldest opset torch.export's ONNX exporter writes; onnxruntime runs it since 1.14
@@ -39,7 +40,7 @@ class Portable(nn.Module):
 
 
 def _model(ckpt: dict) -> nn.Module:
-    from .evaluate import load_model
+    from .checkpoints import load_model
     model, _ = load_model(ckpt)
     return model.float().eval()
 
@@ -209,7 +210,7 @@ def config_code(cfg: dict, data_root=None) -> str:
 
 def run_checkpoint(run_dir) -> dict:
     """The run's best checkpoint (else last), loaded weights-only and checked."""
-    from .evaluate import best_checkpoint
+    from .checkpoints import best_checkpoint
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():

@@ -187,6 +187,43 @@ def job_state(job: Job) -> tuple[str, str | None]:
     return "ended", error or (None if status else last_error(job.log))
 
 
+@dataclass
+class Watch:
+    """What a page following a session's worker shows, read once per poll: the worker's
+    phase (`job_state`), its error, the runs newest first, and whether anything is live."""
+    phase: str | None              # None: this session started no worker
+    error: str | None
+    runs: list = field(default_factory=list)
+
+    @property
+    def busy(self) -> bool:
+        """This session's worker is loading data or training: no second Start."""
+        return self.phase in ("starting", "running")
+
+    @property
+    def live(self) -> bool:
+        """A worker is at work, this session's or another's: the page keeps polling. One rule
+        for every run: `running` while its lock is held (RunStore), so polling stops exactly
+        when the last lock is released."""
+        return self.busy or any(r.state == "running" for r in self.runs)
+
+
+def watch(job: Job | None, runs_dir) -> Watch:
+    phase, error = job_state(job) if job is not None else (None, None)
+    return Watch(phase, error, RunStore(runs_dir).list())
+
+
+def watched_run(runs: list, mine: str | None, chosen: str | None, pinned: bool) -> str | None:
+    """The run a follower shows: the one picked by hand while it is listed, else this
+    session's own, else the newest running one, else the newest."""
+    ids = [r.id for r in runs]
+    if pinned and chosen in ids:
+        return chosen
+    if mine in ids:
+        return mine
+    return next((r.id for r in runs if r.state == "running"), ids[0] if ids else None)
+
+
 def _status(run_dir: Path) -> dict:
     try:
         st = read_json(run_dir / "status.json")

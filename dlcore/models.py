@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import ConfigError, INITS, check_path
 from .pretrained import Pretrained, estimate as estimate_pretrained
-from .runs import CheckpointError
+from .checkpoints import CheckpointError
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
                "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}

@@ -44,3 +44,22 @@ def make_scheduler(optimizer, t: dict, batches_per_epoch: int):
     if t["schedule"] == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t["lr"], total_steps=total)
     return None
+
+
+def replay_scheduler(optimizer, t: dict, batches_per_epoch: int, steps_done: int):
+    """A fresh schedule for `t` (e.g. more epochs, or a halved batch), stepped to where the
+    run is: the learning rate continues as if the run had been planned this way."""
+    import warnings
+
+    for g in optimizer.param_groups:
+        g["lr"] = g.get("initial_lr", t["lr"])
+        g.pop("initial_lr", None)
+    scheduler = make_scheduler(optimizer, t, batches_per_epoch)
+    if scheduler is None:
+        return None
+    with warnings.catch_warnings():     # replaying steps, not skipping optimizer steps
+        warnings.simplefilter("ignore")
+        limit = getattr(scheduler, "total_steps", None)   # OneCycleLR ends there
+        for _ in range(steps_done if limit is None else min(steps_done, limit - 1)):
+            scheduler.step()
+    return scheduler

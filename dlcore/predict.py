@@ -171,13 +171,13 @@ def _shape_of(cfg):
 
 @functools.lru_cache(maxsize=8)
 def _cached_model(path: str, mtime: float):
-    from .evaluate import load_model
+    from .checkpoints import load_model
     return load_model(path, "cpu")
 
 
 def load_run_model(run_dir):
     """The run's best (else last) checkpoint as (model, ckpt); cached until the file changes."""
-    from .evaluate import best_checkpoint
+    from .checkpoints import best_checkpoint
 
     path = best_checkpoint(Path(run_dir))
     return _cached_model(str(path), os.path.getmtime(path))

@@ -64,42 +64,6 @@ def append_jsonl(path: Path, obj) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(path: Path, ckpt: dict) -> None:
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded safely; the message says why."""
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load weights and plain values only: nothing in the file is run as code."""
-    import pickle
-
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path.name}: refused, it holds more than weights and plain "
-                              f"values ({str(e).splitlines()[0][:200]})") from None
-    except Exception as e:
-        raise CheckpointError(f"{path.name}: damaged or truncated checkpoint "
-                              f"({e.__class__.__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
-    if not isinstance(ckpt, dict) or "model_state" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{path.name}: not a dlcore checkpoint (no model_state/config)")
-    return ckpt
-
-
 # ---------------------------------------------------------------- reading runs
 
 def read_metrics(run_dir: Path) -> list[dict]:

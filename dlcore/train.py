@@ -16,7 +16,8 @@ from .splits import load_splits
 from .devices import pick_device
 from .models import build_model
 from .runfiles import read_json
-from .runs import STOP_FILE, RunStore, check_name, load_checkpoint, now_iso, write_json_atomic
+from .checkpoints import load_checkpoint
+from .runs import STOP_FILE, RunStore, check_name, now_iso, write_json_atomic
 from .runlock import RunLock
 from .signals import stop_on_sigterm
 from .trainer import Trainer

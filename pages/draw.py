@@ -11,7 +11,7 @@ from dlcore.config import ConfigError
 from dlcore.figures import probability_bars
 from dlcore.images import ImageError, open_image
 from dlcore.predict import can_draw, predict
-from dlcore.runs import CheckpointError
+from dlcore.checkpoints import CheckpointError
 from dlcore.saliency import overlay, saliency
 from pages.common import route_through_app, run_label, store
 

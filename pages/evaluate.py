@@ -13,7 +13,7 @@ from dlcore.evaluate import cell_examples, evaluate_run, test_images
 from dlcore.export import export_code, export_onnx_bytes, safetensors_zip
 from dlcore.figures import confusion_matrix_figure, roc_figure, upscale_images
 from dlcore.images import ImageError
-from dlcore.runs import CheckpointError
+from dlcore.checkpoints import CheckpointError
 from dlcore.saliency import overlay, saliency
 from pages.common import data_root, route_through_app, run_label, store
 

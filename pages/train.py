@@ -144,9 +144,9 @@ def follow(job) -> None:
     st.rerun()
 
 
-def resume_button(r) -> None:
+def resume_button(r, busy: bool) -> None:
     if not st.button("Resume", icon=":material/resume:", key=f"resume_{r.id}",
-                     disabled=session_busy(),
+                     disabled=busy,
                      help="continue from last.pt up to the run's own number of epochs"):
         return
     try:
@@ -159,48 +159,29 @@ def resume_button(r) -> None:
 
 # ---------------------------------------------------------------- following runs
 
-def job_phase() -> str | None:
-    """'starting' (loading data), 'running' or 'ended' for this session's worker; None: none."""
-    job = ss.get("train_job")
-    return jobs.job_state(job)[0] if job is not None else None
-
-
-def session_busy() -> bool:
-    """This session's worker is loading data or training."""
-    return job_phase() in ("starting", "running")
-
-
-def anything_active() -> bool:
-    return session_busy() or bool(store().active())
-
-
 def pick_run(runs) -> str:
     recent = runs[:RECENT]
-    ids = [r.id for r in recent]
-    mine = ss.get("train_job_run")
-    if mine and mine not in ids:
-        mine = None
-    if not ss.get("train_pinned") or ss.get("train_watch") not in ids:
-        ss["train_watch"] = mine or next((r.id for r in recent if r.state == "running"), ids[0])
     labels = {r.id: run_label(r) for r in recent}
-    return st.selectbox("Watch run", ids, key="train_watch", format_func=lambda i: labels[i],
+    ss["train_watch"] = jobs.watched_run(recent, ss.get("train_job_run"), ss.get("train_watch"),
+                                         ss.get("train_pinned"))
+    return st.selectbox("Watch run", list(labels), key="train_watch",
+                        format_func=lambda i: labels[i],
                         on_change=lambda: ss.update(train_pinned=True),
                         help="the newest run in progress is shown unless you pick another")
 
 
-def monitor(polling: bool) -> None:
-    starting = job_phase() == "starting"
-    runs = store().list()
-    if polling and not any(r.state == "running" for r in runs):
-        st.rerun()   # the last run just ended: redraw the page once, without polling
-    if starting:
+def monitor(was_live: bool) -> None:
+    w = jobs.watch(ss.get("train_job"), runs_dir())
+    if w.phase == "starting":
         st.info("Starting... the training process is loading the data.",
                 icon=":material/hourglass_top:")
-    if not runs:
+    if not w.runs:
         st.info("No runs yet: choose the settings and press Start.")
-        return
-    watched = pick_run(runs)
-    run_view(next(r for r in runs if r.id == watched))
+    else:
+        watched = pick_run(w.runs)
+        run_view(next(r for r in w.runs if r.id == watched), w.busy)
+    if was_live and not w.live:
+        st.rerun()   # the last run ended and is shown so: redraw the page once, without polling
 
 
 # ---------------------------------------------------------------- one run
@@ -276,7 +257,7 @@ def curves_figure(r, metrics):
     return memo[1]
 
 
-def run_view(r) -> None:
+def run_view(r, busy: bool) -> None:
     if r.damaged:
         st.error(f"Run {r.id} cannot be read: {r.damaged}")
         return
@@ -310,7 +291,7 @@ def run_view(r) -> None:
             jobs.stop(runs_dir(), r.id)
             st.toast("Stopping at the next batch; last.pt will hold the weights.")
     if r.state in ("stopped", "failed") and r.has_last and r.epoch < r.epochs:
-        resume_button(r)
+        resume_button(r, busy)
     if metrics:
         st.plotly_chart(curves_figure(r, metrics), width="stretch", key="train_curves")
     elif r.state == "running":
@@ -342,12 +323,12 @@ ss.setdefault("train_job_run", None)
 ss.setdefault("train_pinned", False)
 
 left, right = st.columns([2, 3], gap="large")
+now = jobs.watch(ss["train_job"], runs_dir())
 with left:
     st.subheader("Settings")
     config_summary(config())
-    if settings_form(busy=session_busy()):
+    if settings_form(busy=now.busy):
         start()
 with right:
     st.subheader("Run")
-    polling = anything_active()
-    st.fragment(monitor, run_every=POLL_S if polling else None)(polling)
+    st.fragment(monitor, run_every=POLL_S if now.live else None)(now.live)

@@ -341,7 +341,7 @@ def test_compare_two_runs_shows_curves_and_config_differences(app, page, state):
 
 def test_stop_button_ends_a_long_run_with_a_checkpoint(app, page, state):
     needs(state, "model", "step 3")
-    from dlcore.evaluate import load_model
+    from dlcore.checkpoints import load_model
 
     _train(page, 200, LONG_NAME)
     # the run's own Stop button (Streamlit's toolbar has one too, for the script)

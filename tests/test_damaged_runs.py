@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT
 from dlcore.runfiles import DamagedFile, printable, read_run_bytes
 from dlcore.predict import predict
-from dlcore.runs import CheckpointError, RunStore, check_name, load_checkpoint, save_checkpoint
+from dlcore.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from dlcore.runs import RunStore, check_name
 from dlcore.config import ConfigError
 
 APP = str(ROOT / "app.py")

@@ -17,13 +17,14 @@ from dlcore.cli import main
 from dlcore.config import ConfigError, resolve_config
 from dlcore.datasets import dataset_info
 from dlcore.splits import load_splits
-from dlcore.evaluate import load_model, predict_logits
+from dlcore.checkpoints import load_model
+from dlcore.evaluate import predict_logits
 from dlcore.export import (export_onnx_bytes, export_run, export_safetensors_bytes,
                            load_safetensors)
 from dlcore.export import export_code
 from dlcore.export_code import generate_code
 from dlcore.models import build_model
-from dlcore.runs import CheckpointError
+from dlcore.checkpoints import CheckpointError
 
 SMALL = {
     "dnn": {"arch": "dnn", "hidden_dims": [16], "init": "xavier"},

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dlcore.bench as bench
-import dlcore.trainer as trainer_mod
+import dlcore.devices as devices_mod
 from conftest import ROOT, TINY, train_quietly
 from dlcore.runs import read_metrics
 from dlcore.devices import autocast_dtype
@@ -63,7 +63,7 @@ def test_channels_last_convolutions_give_the_same_result(tmp_path, monkeypatch):
     cfg = {"data": {"limit": 300}, "model": {"arch": "cnn", "blocks": [[8, 8]], "fc_dims": [16]},
            "train": {"epochs": 1, "batch_size": 50, "device": "cpu"}}
     plain = read_metrics(train_quietly(cfg, tmp_path / "a"))
-    monkeypatch.setattr(trainer_mod, "uses_channels_last", lambda arch, device: True)
+    monkeypatch.setattr(devices_mod, "uses_channels_last", lambda arch, device: True)
     nhwc = read_metrics(train_quietly(cfg, tmp_path / "b"))
     assert nhwc[0]["train_loss"] == pytest.approx(plain[0]["train_loss"], rel=1e-3)
     assert nhwc[0]["val_acc"] == pytest.approx(plain[0]["val_acc"], abs=0.02)

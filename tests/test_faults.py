@@ -13,8 +13,8 @@ from torch import nn
 
 from conftest import ROOT, TINY, train_quietly, wait_for
 from dlcore.config import ConfigError
-from dlcore.evaluate import load_model
-from dlcore.runs import RunStore, load_checkpoint, read_metrics
+from dlcore.checkpoints import load_checkpoint, load_model
+from dlcore.runs import RunStore, read_metrics
 from dlcore.runlock import RunLock
 from dlcore.train import resume
 from dlcore.trainer import TrainingFailed
@@ -57,7 +57,8 @@ def test_killed_worker_shows_failed_with_a_loadable_checkpoint(tmp_path):
 WRITER = r"""
 import json, sys, torch
 from pathlib import Path
-from dlcore.runs import save_checkpoint, write_json_atomic
+from dlcore.checkpoints import save_checkpoint
+from dlcore.runs import write_json_atomic
 d = Path(sys.argv[1])
 i = json.loads((d / "status.json").read_text())["i"] if (d / "status.json").exists() else 0
 while True:

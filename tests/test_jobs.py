@@ -17,3 +17,28 @@ def test_resume_of_a_finished_run_needs_more_epochs(tiny_runs):
     with pytest.raises(ConfigError, match="has done 2 of 2 epochs"):
         jobs.start_resume(runs, dnn)
     assert not (runs / ".pending").exists()
+
+
+def test_watch_is_live_exactly_while_a_run_is_locked(tiny_runs):
+    from dlcore.runlock import RunLock
+    runs, dnn, cnn = tiny_runs
+    w = jobs.watch(None, runs)
+    assert (w.phase, w.busy, w.live) == (None, False, False)
+    assert {r.id for r in w.runs} == {dnn, cnn}
+    with RunLock(runs / cnn):      # a worker at work on a finished run: resuming it
+        w = jobs.watch(None, runs)
+        assert w.live and not w.busy
+        assert {r.id: r.state for r in w.runs}[cnn] == "running"
+    assert not jobs.watch(None, runs).live
+
+
+def test_watched_run_prefers_the_pick_then_mine_then_the_running_one():
+    from dlcore.runs import RunInfo
+    runs = [RunInfo("c", None, state="completed"), RunInfo("b", None, state="running"),
+            RunInfo("a", None, state="stopped")]
+    assert jobs.watched_run(runs, mine=None, chosen=None, pinned=False) == "b"
+    assert jobs.watched_run(runs, mine="a", chosen="c", pinned=False) == "a"
+    assert jobs.watched_run(runs, mine="a", chosen="c", pinned=True) == "c"
+    assert jobs.watched_run(runs, mine="gone", chosen="gone", pinned=True) == "b"
+    assert jobs.watched_run(runs[:1], mine=None, chosen=None, pinned=False) == "c"
+    assert jobs.watched_run([], mine=None, chosen=None, pinned=False) is None

@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import train_quietly
 from dlcore import evaluate
-from dlcore.evaluate import load_model, predict_logits
+from dlcore.checkpoints import load_model
+from dlcore.evaluate import predict_logits
 from dlcore.images import ImageError, open_image
 from dlcore.predict import can_draw, mnist_digit, predict, prepare_image, to_gray_array
 

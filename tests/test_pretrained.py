@@ -16,7 +16,7 @@ from conftest import train_quietly
 from dlcore.config import PRETRAINED_BACKBONES, ConfigError, resolve_config
 from dlcore.models import build_model, count_parameters, estimate_parameters, summarize
 from dlcore.pretrained import BACKBONES, weights_source
-from dlcore.runs import load_checkpoint
+from dlcore.checkpoints import load_checkpoint
 
 MNIST = (1, 28, 28)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dlcore.config import ConfigError
-from dlcore.runs import (CheckpointError, RunStore, check_name, load_checkpoint, read_metrics,
-                         slugify, write_json_atomic)
+from dlcore.checkpoints import CheckpointError, load_checkpoint
+from dlcore.runs import RunStore, check_name, read_metrics, slugify, write_json_atomic
 from dlcore.runlock import RunLock
 
 

@@ -12,8 +12,8 @@ import torch
 
 from conftest import ROOT, TINY, train_quietly, wait_for
 from dlcore.config import ConfigError, INITS, OPTIMIZERS, SCHEDULES
-from dlcore.evaluate import load_model
-from dlcore.runs import RunStore, load_checkpoint, read_metrics
+from dlcore.checkpoints import load_checkpoint, load_model
+from dlcore.runs import RunStore, read_metrics
 from dlcore.devices import pick_device
 from dlcore.optim import EarlyStopping
 from datafiles import write_cifar_binary

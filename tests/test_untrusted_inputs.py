@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dlcore.cli import main
-from dlcore.runs import CheckpointError, save_checkpoint
+from dlcore.checkpoints import CheckpointError, save_checkpoint
 
 PAYLOAD = 'x""";open("marker","w");"""'
 NAME_PAYLOADS = ['run"""\nopen("marker","w")\n"""', "run'''\nopen('marker','w')#\\",
@@ -123,7 +123,7 @@ def _classes_not_text(ckpt):
 ])
 def test_a_checkpoint_with_an_invalid_config_is_damaged_and_says_which_field(change, field,
                                                                             tiny_runs, capsys):
-    from dlcore.evaluate import load_model
+    from dlcore.checkpoints import load_model
     from dlcore.predict import predict
 
     run = tampered_run(tiny_runs, "damaged", change)
@@ -142,7 +142,7 @@ def test_a_checkpoint_with_an_invalid_config_is_damaged_and_says_which_field(cha
 
 
 def test_a_sound_checkpoint_still_loads_with_its_resolved_config(tiny_runs):
-    from dlcore.evaluate import load_model
+    from dlcore.checkpoints import load_model
 
     runs, dnn, _ = tiny_runs
     saved = torch.load(runs / dnn / "best.pt", map_location="cpu", weights_only=True)
