@@ -155,8 +155,9 @@ def layer_stats_figure(series: dict, height: int | None = None, log_scale: bool 
 
     Std and gradient norm use a log axis by default, since exploding or vanishing values span
     many orders of magnitude; zeros (a dead layer) cannot sit on it and show as gaps."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in LAYER_STATS],
-                        horizontal_spacing=0.07)
+    # two-line titles: beside the legend, three panels are narrow in a page's column
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
+                        subplot_titles=[t.replace(" ", "<br>", 1) for _, t in LAYER_STATS])
     epochs = series.get("epochs") or []
     for i, layer in enumerate(series.get("layers") or []):
         color = PALETTE[i % len(PALETTE)]
@@ -174,7 +175,8 @@ def layer_stats_figure(series: dict, height: int | None = None, log_scale: bool 
         fig.update_yaxes(type="log", row=1, col=1)
         fig.update_yaxes(type="log", row=1, col=3)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(epochs) <= 12 else None)
-    fig.update_layout(height=height or 380, margin={"l": 20, "r": 20, "t": 40, "b": 40},
+    fig.update_annotations(font_size=13)
+    fig.update_layout(height=height or 380, margin={"l": 20, "r": 20, "t": 60, "b": 40},
                       legend={"font": {"size": 10}})
     return fig
 

@@ -105,11 +105,10 @@ class TrainState:
 class Trainer:
     def __init__(self, cfg, run_dir, device, splits, model, progress=True, log=print):
         self.cfg, self.device, self.splits, self.show_bar, self.log = cfg, device, splits, progress, log
-        t = cfg["train"]
+        t, self.loss_fn = cfg["train"], nn.CrossEntropyLoss()
         self.model, self.step_model, self.channels_last = place_model(
             model, cfg["model"]["arch"], t["compile"], device)
         self.amp_dtype = autocast_dtype(t["precision"], device)
-        self.loss_fn = nn.CrossEntropyLoss()
         self.state = s = TrainState(cfg, self.model, splits, device)
         # made once: a tensor built from Python numbers in the step would copy host to device
         norm = stats_tensors(s.mean, s.std, device)
