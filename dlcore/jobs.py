@@ -142,6 +142,21 @@ def device_report(timeout: float = 120) -> dict:
                 "torch": "?", "error": "the device check did not answer"}
 
 
+def device_labels(report: dict) -> dict[str, str]:
+    """Each `train.device` choice as the Train page offers it, with what it means here."""
+    return {"auto": f"auto ({report['auto']})",
+            "cpu": f"cpu ({report['cpu_threads']} threads)",
+            "cuda": f"cuda ({report['cuda']})" if report["cuda"] else "cuda (not found)",
+            "mps": "mps" if report["mps"] else "mps (not found)"}
+
+
+def device_line(report: dict) -> str:
+    """One line of what `device_report` found, in Markdown."""
+    return (f"Found: CUDA GPU **{report['cuda'] or 'none'}** · MPS "
+            f"**{'yes' if report['mps'] else 'no'}** · CPU threads **{report['cpu_threads']}**"
+            f" · auto picks **{report['auto']}** · torch {report['torch']}")
+
+
 def _stamp() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{threading.get_ident() % 10000}"
 

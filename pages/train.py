@@ -54,17 +54,6 @@ def seed_form() -> None:
     ss.setdefault("train_name", "")
 
 
-def device_label(d: str) -> str:
-    rep = devices()
-    if d == "auto":
-        return f"auto ({rep['auto']})"
-    if d == "cuda":
-        return f"cuda ({rep['cuda']})" if rep["cuda"] else "cuda (not found)"
-    if d == "mps":
-        return "mps" if rep["mps"] else "mps (not found)"
-    return f"cpu ({rep['cpu_threads']} threads)"
-
-
 def config_summary(cfg: dict) -> None:
     """What Start will train, besides the settings below; edited on the Data and Model pages."""
     d = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
@@ -105,7 +94,8 @@ def settings_form(busy: bool) -> bool:
                        key="train_patience",
                        help="epochs without a lower validation loss before stopping; 0 = off")
         b.number_input("Seed", min_value=0, max_value=2**32 - 1, key="train_seed")
-        a.selectbox("Device", DEVICES, key="train_device", format_func=device_label)
+        labels = jobs.device_labels(devices())
+        a.selectbox("Device", DEVICES, key="train_device", format_func=labels.__getitem__)
         b.selectbox("Precision", PRECISIONS, key="train_precision",
                     help="auto: bf16 mixed precision on a CUDA GPU that supports it, else fp32")
         a.text_input("Run name", max_chars=80, key="train_name", placeholder="optional")
@@ -114,11 +104,7 @@ def settings_form(busy: bool) -> bool:
         a.checkbox("Layer statistics", key="train_layer_stats",
                    help="each epoch, activation mean/std and weight-gradient norm of every layer "
                         "on a fixed batch of 256 training images (a few % of the epoch time)")
-        rep = devices()
-        mps = "yes" if rep["mps"] else "no"
-        st.caption(f"Found: CUDA GPU **{rep['cuda'] or 'none'}** · MPS **{mps}**"
-                   f" · CPU threads **{rep['cpu_threads']}** · auto picks **{rep['auto']}**"
-                   f" · torch {rep['torch']}")
+        st.caption(jobs.device_line(devices()))
         return st.form_submit_button("Start", type="primary", icon=":material/play_arrow:",
                                      disabled=busy,
                                      help="this session's run is still going" if busy else None)

@@ -42,3 +42,15 @@ def test_watched_run_prefers_the_pick_then_mine_then_the_running_one():
     assert jobs.watched_run(runs, mine="gone", chosen="gone", pinned=True) == "b"
     assert jobs.watched_run(runs[:1], mine=None, chosen=None, pinned=False) == "c"
     assert jobs.watched_run([], mine=None, chosen=None, pinned=False) is None
+
+
+def test_device_labels_and_line_say_what_was_found():
+    rep = {"auto": "cuda", "cuda": "NVIDIA H200", "mps": False, "cpu_threads": 16,
+           "torch": "2.14.1"}
+    assert jobs.device_labels(rep) == {"auto": "auto (cuda)", "cpu": "cpu (16 threads)",
+                                       "cuda": "cuda (NVIDIA H200)", "mps": "mps (not found)"}
+    assert jobs.device_line(rep) == ("Found: CUDA GPU **NVIDIA H200** · MPS **no** · CPU threads "
+                                     "**16** · auto picks **cuda** · torch 2.14.1")
+    none = {**rep, "auto": "cpu", "cuda": None}
+    assert jobs.device_labels(none)["cuda"] == "cuda (not found)"
+    assert "CUDA GPU **none**" in jobs.device_line(none)
