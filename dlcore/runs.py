@@ -72,6 +72,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return read_jsonl(Path(run_dir) / "metrics.jsonl", metrics_row)
 
 
+def best_epoch(metrics: list[dict]) -> dict | None:
+    """The epoch row with the lowest val_loss (the one best.pt holds; the first of equals),
+    rows without a val_loss skipped; None when no row has one."""
+    rows = [m for m in metrics if m.get("val_loss") is not None]
+    return min(rows, key=lambda m: m["val_loss"]) if rows else None
+
+
 @contextlib.contextmanager
 def writing(what: str, where):
     """Turn a refused write (a read-only runs directory, a full disk) into one clear line."""
@@ -278,10 +285,8 @@ class RunStore:
                                       last_error(path / WORKER_LOG)
                                       or "the worker ended before training started")
             reading = "metrics.jsonl"
-            metrics = read_metrics(path)
-            if metrics:
-                best = min(metrics, key=lambda m: m.get("val_loss") if m.get("val_loss")
-                           is not None else float("inf"))
+            best = best_epoch(read_metrics(path))
+            if best:
                 r.best_val_acc, r.best_epoch = best.get("val_acc"), best.get("epoch")
             reading = "eval.json"
             if r.has_eval:

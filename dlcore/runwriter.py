@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .checkpoints import save_checkpoint
 from .inspect_layers import LAYERS_FILE, read_layer_lines
-from .runs import STOP_FILE, append_jsonl, now_iso, read_metrics, write_bytes_atomic, \
-    write_json_atomic
+from .runs import (STOP_FILE, append_jsonl, best_epoch, now_iso, read_metrics,
+                   write_bytes_atomic, write_json_atomic)
 from .tblog import TBLog
 
 
@@ -79,7 +79,7 @@ class RunWriter:
         if (self.run_dir / LAYERS_FILE).exists():
             _rewrite_jsonl(self.run_dir / LAYERS_FILE,
                            [r for r in read_layer_lines(self.run_dir) if r["epoch"] <= done])
-        best = min(rows, key=lambda r: r["val_loss"]) if rows else None
+        best = best_epoch(rows)
         self.status.update(epoch=done, best_epoch=best["epoch"] if best else None,
                            best_val_loss=best["val_loss"] if best else None,
                            resumed_from_epoch=done)
