@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .config import ConfigError, diff_configs
-from .runs import RunStore
+from .runs import RunStore, best_epoch
 
 METRIC_ROWS = (   # (key, label, higher is better)
     ("accuracy", "test accuracy", True),
@@ -45,12 +45,12 @@ def compare_runs(store: RunStore, run_ids: list[str]) -> dict:
         labels.append(label)
         curves[label] = rows
         configs.append(cfg)
-        best = min(rows, key=lambda r: r["val_loss"]) if rows else None
+        best = best_epoch(rows)
         if best:
             best_epochs[label] = best["epoch"]
         m = {k: (ev or {}).get(k) for k in ("accuracy", "precision_macro", "recall_macro",
                                             "f1_macro", "roc_auc_macro")}
-        m.update(best_val_acc=best["val_acc"] if best else None,
+        m.update(best_val_acc=best.get("val_acc") if best else None,
                  best_val_loss=best["val_loss"] if best else None,
                  epochs_run=len(rows),
                  train_seconds=round(sum(r.get("seconds", 0) for r in rows), 1))

@@ -6,6 +6,7 @@ holds the state_dict; the JSON beside it holds what rebuilds the model and prepa
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -48,8 +49,8 @@ def _model(ckpt: dict) -> nn.Module:
 def export_onnx_bytes(run_dir) -> bytes:
     """The best checkpoint as an ONNX model (opset 18, any batch size), as bytes."""
     try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401  (torch's exporter builds the graph with it)
+        importlib.import_module("onnx")
+        importlib.import_module("onnxscript")     # torch's exporter builds the graph with it
     except ImportError as e:
         raise ConfigError(f"--format onnx: the {e.name or 'onnx'} package is not installed; "
                           f"pip install onnx onnxscript") from None

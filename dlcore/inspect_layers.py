@@ -6,7 +6,6 @@ appended to the run's `layers.jsonl`, one line per epoch; epoch 0 shows the init
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from torch import nn
 
 from .augment import normalize
 from .devices import autocast
-from .runs import append_jsonl, write_bytes_atomic
+from .runfiles import DamagedFile, layers_row, printable, read_jsonl
+from .runs import append_jsonl
 
 PROBE_SIZE = 256
 LAYERS_FILE = "layers.jsonl"
@@ -42,12 +42,6 @@ class LayerProbe:
         """A forward and backward pass like a training step's: at most the training batch."""
         n = max(1, min(PROBE_SIZE, batch_size))
         self.x_u8, self.y = self.all_x[:n], self.all_y[:n]
-
-    @classmethod
-    def for_trainer(cls, trainer) -> "LayerProbe":
-        return cls(trainer.model, trainer.train_x, trainer.train_y, *trainer.norm,
-                   trainer.device, trainer.amp_dtype, trainer.run_dir / LAYERS_FILE,
-                   trainer.channels_last, batch_size=trainer.batch_size)
 
     def measure(self) -> list[dict]:
         """One forward+backward on the probe batch; the model's mode and gradients are restored."""
@@ -112,13 +106,6 @@ class LayerProbe:
             append_jsonl(self.path, line)
         return line
 
-    def truncate(self, done: int) -> None:
-        """A resumed run keeps the lines of the epochs it keeps (like metrics.jsonl)."""
-        if self.path is None or not self.path.exists():
-            return
-        rows = [r for r in read_layer_lines(self.path.parent) if r["epoch"] <= done]
-        write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
 
 def _num(v):
     """JSON has no NaN or infinity: an exploded statistic becomes null (shown as a gap)."""
@@ -128,30 +115,21 @@ def _num(v):
 
 
 def read_layer_lines(run_dir) -> list[dict]:
-    """The lines of RUN_DIR/layers.jsonl; a missing file or a damaged line is skipped."""
-    p = Path(run_dir) / LAYERS_FILE
-    try:
-        data = p.read_bytes()
-    except OSError:
-        return []
-    out = []
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int) \
-                and isinstance(row.get("layers"), list):
-            out.append(row)
-    return out
+    """The lines of RUN_DIR/layers.jsonl, each checked ([] when absent): a half-written last
+    line is skipped, a damaged line elsewhere raises DamagedFile, as for metrics.jsonl."""
+    return read_jsonl(Path(run_dir) / LAYERS_FILE, layers_row)
 
 
 def layer_series(run_dir) -> dict:
     """Per-layer series over epochs: {epochs, layers: [{name, type, act_mean, act_std,
-    grad_norm}]}, each a list aligned with `epochs` (None where a value is missing)."""
-    lines = read_layer_lines(run_dir)
+    grad_norm}], damaged}, each series a list aligned with `epochs` (None where a value is
+    missing). A damaged layers.jsonl gives no series and says why in `damaged` (else None)."""
+    try:
+        lines = read_layer_lines(run_dir)
+    except (OSError, DamagedFile) as e:
+        why = str(e) if isinstance(e, DamagedFile) else f"{e.__class__.__name__}: {e}"
+        return {"epochs": [], "layers": [],
+                "damaged": printable(f"{LAYERS_FILE} is damaged ({why})")}
     by_epoch = {}
     for row in lines:
         by_epoch[row["epoch"]] = row     # a resumed epoch's newer line wins
@@ -159,15 +137,13 @@ def layer_series(run_dir) -> dict:
     names: dict[str, str] = {}
     for e in epochs:
         for layer in by_epoch[e]["layers"]:
-            if isinstance(layer, dict) and "name" in layer:
-                names.setdefault(layer["name"], layer.get("type", ""))
+            names.setdefault(layer["name"], layer.get("type") or "")
     layers = []
     for name, typ in names.items():
         series = {"name": name, "type": typ, "act_mean": [], "act_std": [], "grad_norm": []}
         for e in epochs:
-            found = next((x for x in by_epoch[e]["layers"]
-                          if isinstance(x, dict) and x.get("name") == name), {})
+            found = next((x for x in by_epoch[e]["layers"] if x["name"] == name), {})
             for key in ("act_mean", "act_std", "grad_norm"):
                 series[key].append(found.get(key))
         layers.append(series)
-    return {"epochs": epochs, "layers": layers}
+    return {"epochs": epochs, "layers": layers, "damaged": None}

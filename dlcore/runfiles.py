@@ -169,6 +169,27 @@ def metrics_row(row: dict, where: str) -> dict:
     return row
 
 
+LAYER_NUMBERS = ("act_mean", "act_std", "grad_norm")
+
+
+def layers_row(row: dict, where: str) -> dict:
+    """A line of layers.jsonl: an epoch and its layers, each named, with finite numbers or null."""
+    if "epoch" not in row:
+        raise DamagedFile(f"{where}: not an epoch record (no epoch)")
+    count(row, "epoch", where)
+    layers = row.get("layers")
+    if not isinstance(layers, list):
+        raise DamagedFile(f"{where}: layers should be a list, not {_kind(layers)}")
+    for i, layer in enumerate(layers):
+        at = f"{where} layer {i + 1}"
+        if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
+            raise DamagedFile(f"{at}: expected an object with a name")
+        text(layer, "type", at)
+        for key in LAYER_NUMBERS:
+            number(layer, key, at)
+    return row
+
+
 def progress(st: dict, where: str) -> dict:
     p = section(st, "progress", where)
     if p:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from .checkpoints import save_checkpoint
 from .inspect_layers import LAYERS_FILE, read_layer_lines
-from .runs import STOP_FILE, append_jsonl, now_iso, read_metrics, write_bytes_atomic, \
-    write_json_atomic
+from .runfiles import DamagedFile
+from .runs import (STOP_FILE, append_jsonl, best_epoch, now_iso, read_metrics,
+                   write_bytes_atomic, write_json_atomic)
 from .tblog import TBLog
 
 
@@ -77,9 +78,14 @@ class RunWriter:
         rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= done]
         _rewrite_jsonl(self.run_dir / "metrics.jsonl", rows)
         if (self.run_dir / LAYERS_FILE).exists():
-            _rewrite_jsonl(self.run_dir / LAYERS_FILE,
-                           [r for r in read_layer_lines(self.run_dir) if r["epoch"] <= done])
-        best = min(rows, key=lambda r: r["val_loss"]) if rows else None
+            try:
+                layers = [r for r in read_layer_lines(self.run_dir) if r["epoch"] <= done]
+            except DamagedFile as e:    # diagnostics only: they start again, the run goes on
+                self.note(f"{LAYERS_FILE} was damaged ({e}): layer statistics start again "
+                          f"after epoch {done}")
+                layers = []
+            _rewrite_jsonl(self.run_dir / LAYERS_FILE, layers)
+        best = best_epoch(rows)
         self.status.update(epoch=done, best_epoch=best["epoch"] if best else None,
                            best_val_loss=best["val_loss"] if best else None,
                            resumed_from_epoch=done)

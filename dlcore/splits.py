@@ -83,8 +83,6 @@ class FixedTestSplit:
 def held_out_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(pool, test) rows of a training set without an official test set: the fixed stratified
     TEST_FRACTION held out with TEST_SEED, the same for every run so that runs compare."""
-    from sklearn.model_selection import train_test_split
-
     strat = _strat(y)
     k = len(np.unique(y))
     if strat is not None and not _stratifiable(len(y), k, TEST_FRACTION):
@@ -93,9 +91,18 @@ def held_out_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                           f"stratified {TEST_FRACTION:.0%} test split ({n_test} test images, fewer "
                           f"than one per class); allowed: at least "
                           f"{_fewest(k, TEST_FRACTION, 2 * k)} images")
-    pool, test = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION,
-                                  random_state=TEST_SEED, stratify=strat)
-    return pool, test
+    return split_indices(len(y), TEST_SEED, test_size=TEST_FRACTION, stratify=strat)
+
+
+def split_indices(n: int, seed: int, test_size=None, train_size=None, stratify=None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions 0..n-1 in two shuffled parts, (train, test), as scikit-learn's train_test_split
+    draws them with `seed` (stratified by the labels `stratify` when given): every split here
+    (test, the `limit` subset, validation) is this one draw, so indices stay as runs had them."""
+    from sklearn.model_selection import train_test_split
+
+    return tuple(train_test_split(np.arange(n), test_size=test_size, train_size=train_size,
+                                  random_state=seed, stratify=stratify))
 
 
 # ---------------------------------------------------------------- stratified splits that fit
@@ -155,8 +162,6 @@ def _check_val_split(data_cfg: dict, n: int, k: int, n_pool: int) -> None:
 def split_rows(data_cfg: dict, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) rows of the training pool with labels `y`: the `limit` subset and the
     val split, both stratified; ConfigError when they cannot be (too few images per class)."""
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(len(y))
     k = len(np.unique(y))
     limit = data_cfg.get("limit")
@@ -166,13 +171,12 @@ def split_rows(data_cfg: dict, y: np.ndarray, seed: int) -> tuple[np.ndarray, np
             _check_val_split(data_cfg, limit, k, len(idx))     # raises: fewer than 2 per class
         if len(idx) - limit < k:   # too few left out to stratify them: a plain random subset
             strat = None
-        idx, _ = train_test_split(idx, train_size=limit, random_state=seed, stratify=strat)
+        idx, _ = split_indices(len(idx), seed, train_size=limit, stratify=strat)
     strat = _strat(y[idx])
     if strat is not None:
         _check_val_split(data_cfg, len(idx), len(np.unique(y[idx])), len(y))
-    tr, va = train_test_split(idx, test_size=data_cfg["val_fraction"], random_state=seed,
-                              stratify=strat)
-    return np.sort(tr), np.sort(va)
+    tr, va = split_indices(len(idx), seed, test_size=data_cfg["val_fraction"], stratify=strat)
+    return np.sort(idx[tr]), np.sort(idx[va])
 
 
 def fixed_test_split(data_cfg: dict, data_root=None) -> FixedTestSplit:

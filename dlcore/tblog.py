@@ -5,6 +5,7 @@ Optional: without the `tensorboard` package training logs nothing here and says 
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ FINAL_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc
 
 def available() -> tuple[bool, str]:
     try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        importlib.import_module("torch.utils.tensorboard")
     except Exception as e:   # ImportError, or a broken protobuf/tensorboard install
         return False, f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     return True, ""

@@ -5,6 +5,7 @@ them elsewhere, saying what to install.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -42,7 +43,7 @@ def require_browser() -> None:
         problems.append(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; "
                         "or set DLCORE_CHROMIUM to its path)")
     try:
-        import playwright.sync_api  # noqa: F401
+        importlib.import_module("playwright.sync_api")
     except ImportError:
         problems.append("the playwright package is not installed (pip install playwright)")
     if not problems:

@@ -82,16 +82,6 @@ def test_cnn_and_rnn_layers_are_recorded(tiny_runs, tmp_path):
     assert lstm["grad_norm"][0] is not None and lstm["grad_norm"][0] > 0
 
 
-def test_missing_or_half_written_file_is_tolerated(tmp_path):
-    assert layer_series(tmp_path) == {"epochs": [], "layers": []}
-    line = {"epoch": 0, "layers": [{"name": "fc", "type": "Linear", "act_mean": 0.1,
-                                     "act_std": 1.0, "grad_norm": 2.0}]}
-    (tmp_path / "layers.jsonl").write_text(json.dumps(line) + "\n" + "not json\n"
-                                           + json.dumps({**line, "epoch": 1})[:25])
-    s = layer_series(tmp_path)
-    assert s["epochs"] == [0] and s["layers"][0]["grad_norm"] == [2.0]
-
-
 def test_layer_stats_switch_is_validated():
     assert resolve_config({})["train"]["layer_stats"] is True
     with pytest.raises(ConfigError, match="train.layer_stats"):
