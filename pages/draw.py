@@ -6,13 +6,13 @@ the very image the model read.
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from dlcore.augment import image_grid
 from dlcore.config import ConfigError
+from dlcore.display import image_grid, overlay
 from dlcore.figures import probability_bars
 from dlcore.images import ImageError, open_image
 from dlcore.predict import can_draw, predict
 from dlcore.checkpoints import CheckpointError
-from dlcore.saliency import overlay, saliency
+from dlcore.saliency import saliency
 from pages.common import route_through_app, run_label, store
 
 route_through_app()
@@ -45,10 +45,8 @@ def show_prediction(result: dict, key: str, run_dir=None) -> None:
     top.metric("Predicted class", str(result["class"]))
     top.metric("Probability", f"{result['probability']:.1%}")
     seen_img = result["seen"]
-    scale = max(1, 168 // max(seen_img.shape[1:]))
     h, w = seen_img.shape[1:]
-    seen.image(image_grid(seen_img[None], ncols=1, scale=scale, pad=0),
-               caption=f"what the model sees ({h}x{w})")
+    seen.image(image_grid(seen_img, size=168, pad=0), caption=f"what the model sees ({h}x{w})")
     if run_dir is not None and seen_img.any():
         try:
             sal = saliency(run_dir, seen_img, target=result["index"])

@@ -11,10 +11,11 @@ from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
 from dlcore.evaluate import cell_examples, evaluate_run, test_images
 from dlcore.export import export_code, export_onnx_bytes, safetensors_zip
-from dlcore.figures import confusion_matrix_figure, roc_figure, upscale_images
+from dlcore.display import overlay, pictures
+from dlcore.figures import confusion_matrix_figure, roc_figure
 from dlcore.images import ImageError
 from dlcore.checkpoints import CheckpointError
-from dlcore.saliency import overlay, saliency
+from dlcore.saliency import saliency
 from pages.common import data_root, route_through_app, run_label, store
 
 route_through_app()
@@ -30,7 +31,7 @@ REQUIRED = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "confusio
 @st.cache_data(show_spinner="Loading the test images...", max_entries=16)
 def gallery_images(run_path: str, indices: tuple, root: str, stamp: float) -> list:
     """Upscaled pictures of the run's test images; `stamp` (eval.json's mtime) keys the cache."""
-    return upscale_images(test_images(run_path, list(indices), root))
+    return pictures(test_images(run_path, list(indices), root))
 
 
 def choose_run(runs) -> object:
@@ -129,16 +130,16 @@ def gallery(r, ev: dict) -> None:
     wrong = wrong[:n]
     try:
         stamp = (r.path / "eval.json").stat().st_mtime
-        pictures = gallery_images(str(r.path), tuple(int(w["index"]) for w in wrong),
+        pics = gallery_images(str(r.path), tuple(int(w["index"]) for w in wrong),
                                   data_root(), stamp)
         captions = [f"true {classes[w['true']]} → predicted {classes[w['predicted']]} "
                     f"({w['confidence']:.0%})" for w in wrong]
     except LOAD_ERRORS as e:
         st.warning(f"The test images cannot be shown: {e}")
         return
-    for row in range(0, len(pictures), GALLERY_COLS):
+    for row in range(0, len(pics), GALLERY_COLS):
         cols = st.columns(GALLERY_COLS)
-        for col, pic, cap in zip(cols, pictures[row:row + GALLERY_COLS],
+        for col, pic, cap in zip(cols, pics[row:row + GALLERY_COLS],
                                  captions[row:row + GALLERY_COLS]):
             col.image(pic, caption=cap, width="stretch")
 
@@ -185,15 +186,15 @@ def drill_down(r, ev: dict) -> None:
     try:
         stamp = (r.path / "eval.json").stat().st_mtime
         raw = raw_test_images(str(r.path), tuple(shown), data_root(), stamp)
-        pictures = upscale_images(raw)
+        pics = pictures(raw)
     except LOAD_ERRORS as e:
         st.warning(f"The test images cannot be shown: {e}")
         return
     st.caption(f"true {classes[t]} → predicted {classes[p]}: {len(idx)} images, most confident "
                f"first" + (f" (the first {len(shown)} shown)" if len(shown) < len(idx) else ""))
-    for row in range(0, len(pictures), GALLERY_COLS):
+    for row in range(0, len(pics), GALLERY_COLS):
         cols = st.columns(GALLERY_COLS)
-        for col, pic, i in zip(cols, pictures[row:row + GALLERY_COLS], shown[row:row + GALLERY_COLS]):
+        for col, pic, i in zip(cols, pics[row:row + GALLERY_COLS], shown[row:row + GALLERY_COLS]):
             col.image(pic, caption=f"true {classes[t]} → predicted {classes[p]} ({confs[i]:.0%})"
                                    f" · #{i}", width="stretch")
     explain(r, raw, shown, f"true {classes[t]} → predicted {classes[p]}", classes)
@@ -211,7 +212,7 @@ def explain(r, raw, shown: list[int], cell: str, classes) -> None:
         st.warning(f"No saliency map: {e}")
         return
     left, right = st.columns(2)
-    left.image(upscale_images(raw[pick:pick + 1], 168)[0], caption=f"{cell}: test image "
+    left.image(pictures(raw[pick:pick + 1], 168)[0], caption=f"{cell}: test image "
                f"#{shown[pick]}")
     right.image(overlay(raw[pick], sal["map"]),
                 caption=f"{cell}: saliency for {classes[sal['target']]} "

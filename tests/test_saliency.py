@@ -6,8 +6,9 @@ import pytest
 
 from dlcore import evaluate
 from dlcore.evaluate import cell_examples, compute_metrics
+from dlcore.display import overlay
 from dlcore.images import ImageError
-from dlcore.saliency import overlay, saliency
+from dlcore.saliency import saliency
 
 
 def test_saliency_is_a_normalised_map_of_the_image(tiny_runs):
