@@ -9,7 +9,7 @@ import streamlit as st
 
 from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
-from dlcore.evaluate import cell_examples, evaluate_run, test_images
+from dlcore.evaluate import cell_examples, evaluate_run, held_out_images
 from dlcore.export import export_code, export_onnx_bytes, safetensors_zip
 from dlcore.display import overlay, pictures
 from dlcore.figures import confusion_matrix_figure, roc_figure
@@ -31,7 +31,7 @@ REQUIRED = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "confusio
 @st.cache_data(show_spinner="Loading the test images...", max_entries=16)
 def gallery_images(run_path: str, indices: tuple, root: str, stamp: float) -> list:
     """Upscaled pictures of the run's test images; `stamp` (eval.json's mtime) keys the cache."""
-    return pictures(test_images(run_path, list(indices), root))
+    return pictures(held_out_images(run_path, list(indices), root))
 
 
 def choose_run(runs) -> object:
@@ -146,7 +146,7 @@ def gallery(r, ev: dict) -> None:
 
 @st.cache_data(show_spinner="Loading the test images...", max_entries=16)
 def raw_test_images(run_path: str, indices: tuple, root: str, stamp: float):
-    return test_images(run_path, list(indices), root)
+    return held_out_images(run_path, list(indices), root)
 
 
 def largest_confusion(cm) -> tuple[int, int]:

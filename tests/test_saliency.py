@@ -13,7 +13,7 @@ from dlcore.saliency import saliency
 
 def test_saliency_is_a_normalised_map_of_the_image(tiny_runs):
     runs, dnn, cnn = tiny_runs
-    img = evaluate.test_images(runs / dnn, [0])[0]
+    img = evaluate.held_out_images(runs / dnn, [0])[0]
     for run in (dnn, cnn):
         s = saliency(runs / run, img)
         m = s["map"]
