@@ -1,13 +1,12 @@
 """What the pages show, worked out here: counts, fractions, texts and the files a run offers,
-so that a page only lays them out. Runs are read through RunStore and RunInfo.
+so that a page only lays them out. Runs are read through RunStore and RunInfo. Imports
+that load torch wait until they are needed: the sidebar uses this module on every page.
 """
 from __future__ import annotations
 
 import json
 from functools import partial
 from pathlib import Path
-
-from .checkpoints import CheckpointError, best_checkpoint
 
 # ---------------------------------------------------------------- Evaluate
 
@@ -78,6 +77,7 @@ def run_downloads(run_dir, run_id: str) -> list[dict]:
     `label`, `data` (a callable giving the bytes or text), `file_name`, `mime` and `kind`
     (file, code or export). eval.json when there is one, then the checkpoint that evaluate
     uses (best, else last) and what is made from it: the PyTorch code, ONNX, safetensors."""
+    from .checkpoints import CheckpointError, best_checkpoint
     from .export import export_code, export_onnx_bytes, safetensors_zip
 
     run_dir = Path(run_dir)

@@ -10,9 +10,10 @@ from dlcore.config import ConfigError
 from dlcore.display import image_grid, overlay
 from dlcore.figures import probability_bars
 from dlcore.images import ImageError, open_image
-from dlcore.predict import can_draw, predict
+from dlcore.predict import predict
 from dlcore.checkpoints import CheckpointError
 from dlcore.saliency import saliency
+from dlcore.summaries import drawable_runs
 from pages.common import route_through_app, run_label, store
 
 route_through_app()
@@ -23,20 +24,6 @@ PREDICT_ERRORS = (ImageError, CheckpointError, ConfigError, OSError)
 
 st.title("Draw")
 st.session_state.setdefault("draw_canvas_n", 0)
-
-
-def drawable_runs():
-    """Runs with a checkpoint, split into those that can read a drawing and those that cannot."""
-    offered, refused = [], []
-    for r in store().list():
-        if r.damaged or not (r.has_best or r.has_last):
-            continue
-        try:
-            ok, why = can_draw(store().config(r.id))
-        except (OSError, ValueError) as e:
-            ok, why = False, f"its config cannot be read ({e})"
-        (offered if ok else refused).append((r, why))
-    return offered, refused
 
 
 def show_prediction(result: dict, key: str, run_dir=None) -> None:
@@ -130,7 +117,7 @@ def upload_panel(run_dir) -> None:
             show_prediction(result, "upload", run_dir)
 
 
-offered, refused = drawable_runs()
+offered, refused = drawable_runs(store())
 if refused:
     with st.expander(f"{len(refused)} run(s) not offered here"):
         for r, why in refused:
