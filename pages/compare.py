@@ -11,7 +11,8 @@ from dlcore import jobs
 from dlcore.compare import compare_runs
 from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
-from dlcore.figures import confusion_matrix_figure, init_sweep_figure, learning_curves
+from dlcore.figures import (LAYER_STATS, confusion_matrix_figure, init_sweep_figure,
+                             learning_curves)
 from dlcore.summaries import config_diff_columns, sweep_layer_series, sweep_progress
 from dlcore.sweep import SWEEP_INITS, sweep_runs
 from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
@@ -199,9 +200,7 @@ def sweep_section() -> None:
         series = sweep_layer_series(found)
         if series:
             key = st.selectbox("Layer statistic", ["grad_norm", "act_std", "act_mean"],
-                               key="sweep_stat", format_func=lambda k: {
-                                   "grad_norm": "weight-gradient norm", "act_std": "activation std",
-                                   "act_mean": "activation mean"}[k])
+                               key="sweep_stat", format_func=dict(LAYER_STATS).get)
             st.plotly_chart(init_sweep_figure(series, key), width="stretch", key="sweep_layers")
 
 
@@ -215,11 +214,9 @@ if not runs:
 
 by_id = {r.id: r for r in runs}
 # drop runs deleted since the selection was made, before the widget reads its state
-kept = [i for i in st.session_state.get("compare_ids", []) if i in by_id]
-if "compare_ids" in st.session_state:
-    st.session_state["compare_ids"] = kept
-else:
-    st.session_state["compare_ids"] = [r.id for r in runs if r.state == "completed"][:2]
+st.session_state["compare_ids"] = (
+    [i for i in st.session_state["compare_ids"] if i in by_id] if "compare_ids" in st.session_state
+    else [r.id for r in runs if r.state == "completed"][:2])
 ids = st.multiselect("Runs to compare", list(by_id), key="compare_ids",
                      format_func=lambda i: run_label(by_id[i]),
                      placeholder="Choose two or more runs")

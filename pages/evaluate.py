@@ -33,13 +33,20 @@ def test_split_images(run_path: str, indices: tuple, root: str, stamp: float):
     return held_out_images(run_path, list(indices), root)
 
 
-def show_images(raw, captions: list[str]) -> None:
-    """Enlarged images in rows of GALLERY_COLS, each with its caption."""
+def show_images(r, indices: list[int], captions: list[str]):
+    """The run's test images at `indices`, enlarged in rows of GALLERY_COLS with a caption
+    each; returns them, or None after saying why they cannot be shown."""
+    try:
+        raw = test_split_images(str(r.path), tuple(indices), data_root(), eval_stamp(r.path))
+    except LOAD_ERRORS as e:
+        st.warning(f"The test images cannot be shown: {e}")
+        return None
     pics = pictures(raw)
     for row in range(0, len(pics), GALLERY_COLS):
         for col, pic, cap in zip(st.columns(GALLERY_COLS), pics[row:row + GALLERY_COLS],
                                  captions[row:row + GALLERY_COLS]):
             col.image(pic, caption=cap, width="stretch")
+    return raw
 
 
 def choose_run(runs) -> object:
@@ -119,13 +126,7 @@ def gallery(r, ev: dict) -> None:
     n = len(wrong) if len(wrong) <= GALLERY_COLS else st.slider(
         "Images", GALLERY_COLS, len(wrong), min(2 * GALLERY_COLS, len(wrong)), GALLERY_COLS)
     wrong = wrong[:n]
-    try:
-        raw = test_split_images(str(r.path), tuple(int(w["index"]) for w in wrong), data_root(),
-                                eval_stamp(r.path))
-    except LOAD_ERRORS as e:
-        st.warning(f"The test images cannot be shown: {e}")
-        return
-    show_images(raw, [f"true {classes[w['true']]} → predicted {classes[w['predicted']]} "
+    show_images(r, [int(w["index"]) for w in wrong], [f"true {classes[w['true']]} → predicted {classes[w['predicted']]} "
                       f"({w['confidence']:.0%})" for w in wrong])
 
 
@@ -153,16 +154,12 @@ def drill_down(r, ev: dict) -> None:
         st.caption(f"No test image of class {classes[t]} was predicted as {classes[p]}.")
         return
     shown = idx[:GALLERY_COLS * 3]
-    try:
-        raw = test_split_images(str(r.path), tuple(shown), data_root(), eval_stamp(r.path))
-    except LOAD_ERRORS as e:
-        st.warning(f"The test images cannot be shown: {e}")
-        return
     st.caption(f"true {classes[t]} → predicted {classes[p]}: {len(idx)} images, most confident "
                f"first" + (f" (the first {len(shown)} shown)" if len(shown) < len(idx) else ""))
-    show_images(raw, [f"true {classes[t]} → predicted {classes[p]} ({ev['confidences'][i]:.0%})"
-                      f" · #{i}" for i in shown])
-    explain(r, raw, shown, f"true {classes[t]} → predicted {classes[p]}", classes)
+    raw = show_images(r, shown, [f"true {classes[t]} → predicted {classes[p]} "
+                                 f"({ev['confidences'][i]:.0%}) · #{i}" for i in shown])
+    if raw is not None:
+        explain(r, raw, shown, f"true {classes[t]} → predicted {classes[p]}", classes)
 
 
 def explain(r, raw, shown: list[int], cell: str, classes) -> None:
