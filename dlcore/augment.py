@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    return x_uint8.float().div_(255.0)
 
 
 def stats_tensors(mean, std, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,34 +77,3 @@ def augment_batch(x: torch.Tensor, aug: dict, gen: torch.Generator | None = None
 def is_augmenting(aug: dict) -> bool:
     return bool(aug.get("crop_padding") or aug.get("hflip") or aug.get("rotation"))
 
-
-# ---------------------------------------------------------------- pictures for the Data page
-
-def image_grid(images: np.ndarray | torch.Tensor, ncols: int = 8, scale: int | None = None,
-               pad: int = 2) -> np.ndarray:
-    """Tile uint8 images [B, C, H, W] into one HxWx3 uint8 picture, upscaled for display."""
-    x = torch.as_tensor(np.asarray(images))
-    if x.dtype != torch.uint8:
-        x = x.float().clamp(0, 255).round().to(torch.uint8)
-    b, c, h, w = x.shape
-    if c == 1:
-        x = x.expand(b, 3, h, w)
-    scale = scale or max(1, 64 // max(h, w))
-    x = x.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
-    h, w = h * scale, w * scale
-    ncols = max(1, min(ncols, b))
-    nrows = math.ceil(b / ncols)
-    out = torch.full((3, nrows * (h + pad) + pad, ncols * (w + pad) + pad), 255, dtype=torch.uint8)
-    for i in range(b):
-        r, col = divmod(i, ncols)
-        out[:, pad + r * (h + pad): pad + r * (h + pad) + h,
-            pad + col * (w + pad): pad + col * (w + pad) + w] = x[i]
-    return out.permute(1, 2, 0).contiguous().numpy()
-
-
-def to_display(x: torch.Tensor) -> torch.Tensor:
-    """Map a float batch (normalised or not) to uint8 for showing, each image min..max."""
-    flat = x.flatten(1)
-    lo = flat.min(1).values.view(-1, 1, 1, 1)
-    hi = flat.max(1).values.view(-1, 1, 1, 1)
-    return ((x - lo) / (hi - lo).clamp_min(1e-6) * 255).round().to(torch.uint8)

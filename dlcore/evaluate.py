@@ -130,7 +130,7 @@ def cell_examples(ev: dict, true: int, pred: int, limit: int | None = None) -> l
     return [int(i) for i in (order if limit is None else order[:limit])]
 
 
-def test_images(run_dir, indices, data_root=None) -> np.ndarray:
+def held_out_images(run_dir, indices, data_root=None) -> np.ndarray:
     """The run's test images at `indices`, as uint8 [N, C, H, W] (for galleries).
 
     Only those images are copied out of the raw arrays (cached per process) through the one

@@ -113,23 +113,6 @@ def class_counts_figure(counts: dict, height: int = 300) -> go.Figure:
     return fig
 
 
-def upscale_images(images, size: int = 112) -> list[np.ndarray]:
-    """uint8 images [N, C, H, W] as HxWx3 pictures, enlarged by a whole factor (nearest).
-
-    A 28x28 digit shown at its own size is a smudge; pixel repetition keeps its edges sharp.
-    """
-    x = np.asarray(images)
-    if x.ndim != 4 or x.shape[0] == 0:
-        return []
-    if x.dtype != np.uint8:
-        x = np.clip(np.round(x), 0, 255).astype(np.uint8)
-    if x.shape[1] == 1:
-        x = np.repeat(x, 3, axis=1)
-    scale = max(1, size // max(x.shape[2], x.shape[3]))
-    x = x.repeat(scale, axis=2).repeat(scale, axis=3)
-    return [np.ascontiguousarray(img.transpose(1, 2, 0)) for img in x]
-
-
 def layer_params_figure(rows: list[dict], height: int | None = None) -> go.Figure:
     """Trainable parameters of each layer that has any, top to bottom in model order."""
     rows = [r for r in rows if r.get("params")]

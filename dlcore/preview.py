@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .augment import augment_batch, image_grid, normalize, to_display
+from .augment import augment_batch, normalize
 from .config import resolve_config
+from .display import image_grid
 from .splits import load_splits
 
 
@@ -45,10 +46,10 @@ def augmented_batch(data_cfg: dict, batch_size: int = 32, seed: int = 0, data_ro
     x = augment_batch(x, data_cfg["augment"], gen)
     if data_cfg["normalize"]:
         x = normalize(x, splits.mean, splits.std)
-        pictures = to_display(x[:show])
-    else:
-        pictures = (x[:show] * 255).round().to(torch.uint8)
-    return {"image": image_grid(pictures.numpy(), ncols=8),
+    # normalised images are stretched to 0..255 each, plain ones are shown as they are
+    picture = image_grid(x[:show] * (1 if data_cfg["normalize"] else 255), ncols=8,
+                         stretch=data_cfg["normalize"])
+    return {"image": picture,
             "labels": [splits.classes[int(i)] for i in splits.train_y[idx][:show]],
             "shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", ""),
             "label_shape": [batch_size],

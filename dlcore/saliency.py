@@ -1,7 +1,7 @@
 """Saliency: which pixels drove a run's prediction, by integrated gradients with plain autograd.
 
 `saliency` gives a map in -1..1 (red: pixels that raised the class score, blue: lowered it);
-`overlay` renders it over the image as an RGB picture for st.image.
+`dlcore.display.overlay` draws it over the image.
 """
 from __future__ import annotations
 
@@ -45,20 +45,3 @@ def saliency(run_dir, image_uint8_chw, target: int | None = None, steps: int = S
     return {"map": m.astype(np.float32), "target": int(target),
             "probability": float(probs[int(target)])}
 
-
-def overlay(image_uint8_chw, sal: np.ndarray, size: int = 168, alpha: float = 0.65) -> np.ndarray:
-    """The image in gray with the map on top (red positive, blue negative), HxWx3 uint8,
-    enlarged by a whole factor so that pixels stay sharp."""
-    img = np.asarray(image_uint8_chw, dtype=np.float32)
-    if img.ndim == 2:
-        img = img[None]
-    gray = img.mean(0) / 255.0 * 0.6                    # dimmed so the colours read
-    s = np.clip(np.asarray(sal, dtype=np.float32), -1, 1)
-    rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    pos, neg = np.clip(s, 0, 1)[:, :, None], np.clip(-s, 0, 1)[:, :, None]
-    red, blue = np.array([1.0, 0.1, 0.1]), np.array([0.1, 0.35, 1.0])
-    rgb = rgb * (1 - alpha * pos) + alpha * pos * red
-    rgb = rgb * (1 - alpha * neg) + alpha * neg * blue
-    out = np.clip(rgb * 255, 0, 255).astype(np.uint8)
-    scale = max(1, size // max(out.shape[:2]))
-    return out.repeat(scale, axis=0).repeat(scale, axis=1)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dlcore.config import ARCHS, default_config
 from dlcore.runs import RunStore
+from dlcore.summaries import run_progress
 
 
 ROUTED_KEY = "_served_by_router"
@@ -112,10 +113,8 @@ def _active_runs() -> None:
         return
     st.caption("In progress")
     for r in active:
-        p = r.progress or {}
-        frac = p.get("fraction")
-        label = f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
-        st.progress(min(max((r.epoch + (frac or 0)) / max(r.epochs, 1), 0.0), 1.0), text=label)
+        done, label = run_progress(r)
+        st.progress(done, text=label)
 
 
 def route_through_app() -> None:

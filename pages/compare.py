@@ -2,7 +2,6 @@
 confusion matrices), and renaming or deleting runs.
 """
 import copy
-import json
 import time
 
 import pandas as pd
@@ -12,8 +11,9 @@ from dlcore import jobs
 from dlcore.compare import compare_runs
 from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
-from dlcore.figures import confusion_matrix_figure, init_sweep_figure, learning_curves
-from dlcore.inspect_layers import layer_series
+from dlcore.figures import (LAYER_STATS, confusion_matrix_figure, init_sweep_figure,
+                             learning_curves)
+from dlcore.summaries import config_diff_columns, sweep_layer_series, sweep_progress
 from dlcore.sweep import SWEEP_INITS, sweep_runs
 from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
 
@@ -30,12 +30,6 @@ def show_flash() -> None:
     msg = st.session_state.pop("compare_flash", None)
     if msg:
         st.success(msg, icon=":material/check:")
-
-
-def as_text(v) -> str:
-    # config values mix numbers, lists and text: one string type keeps the table printable;
-    # None is a key the other architecture does not have
-    return "—" if v is None else v if isinstance(v, str) else json.dumps(v)
 
 
 def metrics_table(res: dict):
@@ -64,8 +58,7 @@ def show_comparison(res: dict) -> None:
 
     st.subheader("Config differences")
     if res["config_diff"]:
-        diff = pd.DataFrame({lab: {k: as_text(v[lab]) for k, v in res["config_diff"].items()}
-                             for lab in labels})
+        diff = pd.DataFrame(config_diff_columns(res["config_diff"], labels))
         diff.index.name = "setting"
         st.dataframe(diff, width="stretch")
     else:
@@ -160,18 +153,13 @@ def start_sweep() -> None:
     ss["compare_sweep"] = {"name": name, "job": job, "selected": False}
 
 
-def sweep_progress(sweep: dict) -> None:
+def show_sweep_progress(sweep: dict) -> None:
     """Which of the sweep's runs exist and how far each is; reruns the page when it ends."""
-    found = sweep_runs(store().list(), sweep["job"].sweep)
-    alive = not sweep["job"].ended()
-    cells = st.columns(len(found))
-    for col, (init, r) in zip(cells, found.items()):
-        state = "waiting" if r is None else r.state if r.state != "running" else \
-            f"epoch {r.epoch}/{r.epochs}"
-        col.metric(f"init={init}", state)
-    done = sum(r is not None and r.state != "running" for r in found.values())
-    if alive:
-        st.progress(done / len(found), text=f"{sweep['name']}: {done} of {len(found)} runs done")
+    p = sweep_progress(sweep_runs(store().list(), sweep["job"].sweep))
+    for col, (label, state) in zip(st.columns(p["total"]), p["cells"].items()):
+        col.metric(label, state)
+    if not sweep["job"].ended():
+        st.progress(p["fraction"], text=f"{sweep['name']}: {p['done']} of {p['total']} runs done")
     elif not sweep["selected"]:
         st.rerun()      # the whole page: the finished runs get selected for comparison
 
@@ -204,22 +192,18 @@ def sweep_section() -> None:
             # once, so that the user can change the selection afterwards
             sweep["selected"] = True
             ss["compare_ids"] = [r.id for r in found.values()]
-        st.fragment(sweep_progress, run_every=1.0 if running else None)(sweep)
+        st.fragment(show_sweep_progress, run_every=1.0 if running else None)(sweep)
         if not running and not found:
             why = jobs.last_error(sweep["job"].log)
             st.error(f"The init comparison produced no run{': ' + why if why else ''}")
             return
-        series = {f"init={i}": layer_series(r.path) for i, r in found.items()}
-        series = {k: v for k, v in series.items() if v["epochs"]}
+        series = sweep_layer_series(found)
         if series:
             key = st.selectbox("Layer statistic", ["grad_norm", "act_std", "act_mean"],
-                               key="sweep_stat", format_func=lambda k: {
-                                   "grad_norm": "weight-gradient norm", "act_std": "activation std",
-                                   "act_mean": "activation mean"}[k])
+                               key="sweep_stat", format_func=dict(LAYER_STATS).get)
             st.plotly_chart(init_sweep_figure(series, key), width="stretch", key="sweep_layers")
 
 
-runs = store().list()
 show_flash()
 sweep_section()
 runs = store().list()
@@ -230,11 +214,9 @@ if not runs:
 
 by_id = {r.id: r for r in runs}
 # drop runs deleted since the selection was made, before the widget reads its state
-kept = [i for i in st.session_state.get("compare_ids", []) if i in by_id]
-if "compare_ids" in st.session_state:
-    st.session_state["compare_ids"] = kept
-else:
-    st.session_state["compare_ids"] = [r.id for r in runs if r.state == "completed"][:2]
+st.session_state["compare_ids"] = (
+    [i for i in st.session_state["compare_ids"] if i in by_id] if "compare_ids" in st.session_state
+    else [r.id for r in runs if r.state == "completed"][:2])
 ids = st.multiselect("Runs to compare", list(by_id), key="compare_ids",
                      format_func=lambda i: run_label(by_id[i]),
                      placeholder="Choose two or more runs")

@@ -12,6 +12,7 @@ from dlcore.config import ConfigError, resolve_config
 from dlcore.figures import class_counts_figure
 from dlcore.images import ImageError
 from dlcore.preview import augmented_batch, raw_samples
+from dlcore.summaries import batch_text, dataset_tiles, label_rows, split_text
 from pages.common import config, data_root, route_through_app
 
 route_through_app()
@@ -37,7 +38,10 @@ def _raw_samples(split_json: str, root: str) -> dict:
 
 @st.cache_data(show_spinner="Drawing a mini-batch...", max_entries=32)
 def _augmented(data_json: str, root: str, batch_size: int, seed: int) -> dict:
-    return augmented_batch(json.loads(data_json), batch_size, seed, data_root=root, show=SHOWN)
+    batch = augmented_batch(json.loads(data_json), batch_size, seed, data_root=root, show=SHOWN)
+    batch["split_text"] = split_text(json.loads(data_json), batch["label_shape"][0],
+                                     batch["batches_per_epoch"], root)
+    return batch
 
 
 # ---------------------------------------------------------------- widgets
@@ -127,30 +131,20 @@ def _augment_controls() -> tuple[dict, bool, int]:
 
 # ---------------------------------------------------------------- rendering
 
-def _show_counts(data: dict, root: str) -> int:
-    """Class metrics, chart and table; returns the size of the training set."""
+def _show_counts(data: dict, root: str) -> None:
+    """Class metrics, chart and table."""
     source = {k: data[k] for k in ("dataset", "root", "image_size")}
     counts = _class_counts(json.dumps(source, sort_keys=True), root)
-    info = datasets.dataset_info(data, root)
-    c = st.columns(4)
-    c[0].metric("Classes", len(counts["classes"]))
-    c[1].metric("Input shape (C×H×W)", "×".join(map(str, info.shape)))
-    c[2].metric("Training set", f"{sum(counts['train']):,}")
-    c[3].metric("Test set", f"{sum(counts['test']):,}")
+    for col, (label, value) in zip(st.columns(4), dataset_tiles(
+            counts, datasets.dataset_info(data, root).shape)):
+        col.metric(label, value)
     st.plotly_chart(class_counts_figure(counts), key="data_counts_chart")
     with st.expander("Images per class"):
         st.dataframe({"class": counts["classes"], "train": counts["train"], "test": counts["test"]},
                      hide_index=True)
-    return sum(counts["train"])
 
 
-def _label_rows(labels: list, ncols: int = 8) -> str:
-    width = max(len(str(x)) for x in labels)
-    return "\n".join("  ".join(f"{str(x):<{width}}" for x in labels[i:i + ncols])
-                     for i in range(0, len(labels), ncols))
-
-
-def _show_samples(data: dict, root: str, batch_size: int, n_train: int) -> None:
+def _show_samples(data: dict, root: str, batch_size: int) -> None:
     split = {k: data[k] for k in ("dataset", "root", "image_size", "val_fraction", "limit")}
     seed = st.session_state["data_seed"]
     raw = _raw_samples(json.dumps(split, sort_keys=True), root)
@@ -161,36 +155,18 @@ def _show_samples(data: dict, root: str, batch_size: int, n_train: int) -> None:
         st.image(raw["image"], width="stretch",
                  caption=f"{len(raw['labels'])} images, a few of every class, as stored")
         with st.expander("Labels"):
-            st.code(_label_rows(raw["labels"]), language=None)
+            st.code(label_rows(raw["labels"]), language=None)
     with right:
         st.markdown("**Augmented mini-batch** (what the training loop sees)")
-        shown = min(SHOWN, batch["shape"][0])
         look = ("normalised values stretched to 0-255 per image for display"
                 if data["normalize"] else "values 0-1")
-        st.image(batch["image"], width="stretch",
-                 caption=f"batch seed {seed}: {shown} of {batch['shape'][0]} images, {look}")
+        st.image(batch["image"], width="stretch", caption=f"batch seed {seed}: "
+                 f"{len(batch['labels'])} of {batch['shape'][0]} images, {look}")
         with st.expander("Labels"):
-            st.code(_label_rows(batch["labels"]), language=None)
+            st.code(label_rows(batch["labels"]), language=None)
     st.markdown("**The batch as a tensor**")
-    st.code(_tensor_text(batch, data), language=None)
-    train = batch["train_size"]
-    total = min(data["limit"] or n_train, n_train)
-    st.caption(f"{total:,} training images split into {train:,} for training and "
-               f"{total - train:,} for validation; {batch['batches_per_epoch']:,} batches of "
-               f"{batch_size} per epoch. Test images are kept apart.")
-
-
-def _tensor_text(b: dict, data: dict) -> str:
-    dims = ", ".join(map(str, b["shape"]))
-    mean = ", ".join(f"{v:.4f}" for v in b["channel_mean"])
-    std = ", ".join(f"{v:.4f}" for v in b["channel_std"])
-    one = "," if len(b["channel_mean"]) == 1 else ""
-    applied = "applied" if data["normalize"] else "computed, not applied (normalise is off)"
-    return (f"images: torch.Size([{dims}])  labels: torch.Size([{b['label_shape'][0]}])\n"
-            f"dtype: torch.{b['dtype']}  range: [{b['min']:.3f}, {b['max']:.3f}]  "
-            f"mean: {b['mean']:.3f}  std: {b['std']:.3f}\n"
-            f"Normalize(mean=({mean}{one}), std=({std}{one}))  # per channel, from the training "
-            f"split; {applied}")
+    st.code(batch_text(batch, data["normalize"]), language=None)
+    st.caption(batch["split_text"])
 
 
 # ---------------------------------------------------------------- page
@@ -231,8 +207,8 @@ elif not available[name][0]:
 else:
     try:
         with top_right:
-            n_train = _show_counts(data, root)
-        _show_samples(data, root, batch_size, n_train)
+            _show_counts(data, root)
+        _show_samples(data, root, batch_size)
     except PROBLEMS as e:
         st.error(str(e))
 

@@ -6,13 +6,14 @@ the very image the model read.
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from dlcore.augment import image_grid
 from dlcore.config import ConfigError
+from dlcore.display import image_grid, overlay
 from dlcore.figures import probability_bars
 from dlcore.images import ImageError, open_image
-from dlcore.predict import can_draw, predict
+from dlcore.predict import predict
 from dlcore.checkpoints import CheckpointError
-from dlcore.saliency import overlay, saliency
+from dlcore.saliency import saliency
+from dlcore.summaries import drawable_runs
 from pages.common import route_through_app, run_label, store
 
 route_through_app()
@@ -25,30 +26,14 @@ st.title("Draw")
 st.session_state.setdefault("draw_canvas_n", 0)
 
 
-def drawable_runs():
-    """Runs with a checkpoint, split into those that can read a drawing and those that cannot."""
-    offered, refused = [], []
-    for r in store().list():
-        if r.damaged or not (r.has_best or r.has_last):
-            continue
-        try:
-            ok, why = can_draw(store().config(r.id))
-        except (OSError, ValueError) as e:
-            ok, why = False, f"its config cannot be read ({e})"
-        (offered if ok else refused).append((r, why))
-    return offered, refused
-
-
 def show_prediction(result: dict, key: str, run_dir=None) -> None:
     """The predicted class big, its probability, all class probabilities, and what the model saw."""
     top, seen = st.columns([1, 1])
     top.metric("Predicted class", str(result["class"]))
     top.metric("Probability", f"{result['probability']:.1%}")
     seen_img = result["seen"]
-    scale = max(1, 168 // max(seen_img.shape[1:]))
     h, w = seen_img.shape[1:]
-    seen.image(image_grid(seen_img[None], ncols=1, scale=scale, pad=0),
-               caption=f"what the model sees ({h}x{w})")
+    seen.image(image_grid(seen_img, size=168, pad=0), caption=f"what the model sees ({h}x{w})")
     if run_dir is not None and seen_img.any():
         try:
             sal = saliency(run_dir, seen_img, target=result["index"])
@@ -132,7 +117,7 @@ def upload_panel(run_dir) -> None:
             show_prediction(result, "upload", run_dir)
 
 
-offered, refused = drawable_runs()
+offered, refused = drawable_runs(store())
 if refused:
     with st.expander(f"{len(refused)} run(s) not offered here"):
         for r, why in refused:

@@ -3,18 +3,20 @@ and its most confidently wrong test images, all read from the run's eval.json.
 """
 from __future__ import annotations
 
-
 import pandas as pd
 import streamlit as st
 
 from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
-from dlcore.evaluate import cell_examples, evaluate_run, test_images
-from dlcore.export import export_code, export_onnx_bytes, safetensors_zip
-from dlcore.figures import confusion_matrix_figure, roc_figure, upscale_images
+from dlcore.display import overlay, pictures
+from dlcore.evaluate import cell_examples, evaluate_run, held_out_images
+from dlcore.export import export_code
+from dlcore.figures import confusion_matrix_figure, roc_figure
 from dlcore.images import ImageError
 from dlcore.checkpoints import CheckpointError
-from dlcore.saliency import overlay, saliency
+from dlcore.saliency import saliency
+from dlcore.summaries import (eval_caption, eval_stamp, evaluation_state, largest_confusion,
+                              metric_tiles, run_downloads)
 from pages.common import data_root, route_through_app, run_label, store
 
 route_through_app()
@@ -23,14 +25,28 @@ GALLERY_COLS = 6
 # what loading a run's data or checkpoint can raise; shown as one message, never a traceback
 LOAD_ERRORS = (ConfigError, DatasetUnavailable, CheckpointError, OSError, ValueError, KeyError,
                IndexError, TypeError)
-REQUIRED = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix",
-            "per_class", "classes")
 
 
 @st.cache_data(show_spinner="Loading the test images...", max_entries=16)
-def gallery_images(run_path: str, indices: tuple, root: str, stamp: float) -> list:
-    """Upscaled pictures of the run's test images; `stamp` (eval.json's mtime) keys the cache."""
-    return upscale_images(test_images(run_path, list(indices), root))
+def test_split_images(run_path: str, indices: tuple, root: str, stamp: float):
+    """The run's test images at `indices`; `stamp` (eval.json's mtime) keys the cache."""
+    return held_out_images(run_path, list(indices), root)
+
+
+def show_images(r, indices: list[int], captions: list[str]):
+    """The run's test images at `indices`, enlarged in rows of GALLERY_COLS with a caption
+    each; returns them, or None after saying why they cannot be shown."""
+    try:
+        raw = test_split_images(str(r.path), tuple(indices), data_root(), eval_stamp(r.path))
+    except LOAD_ERRORS as e:
+        st.warning(f"The test images cannot be shown: {e}")
+        return None
+    pics = pictures(raw)
+    for row in range(0, len(pics), GALLERY_COLS):
+        for col, pic, cap in zip(st.columns(GALLERY_COLS), pics[row:row + GALLERY_COLS],
+                                 captions[row:row + GALLERY_COLS]):
+            col.image(pic, caption=cap, width="stretch")
+    return raw
 
 
 def choose_run(runs) -> object:
@@ -62,35 +78,18 @@ def evaluate_button(r, label: str) -> None:
 
 
 def read_eval(r) -> dict | None:
-    """eval.json checked for the keys the page draws; a problem is shown, never raised."""
+    """The run's checked eval.json; a problem is shown, never raised."""
     try:
-        ev = store().eval(r.id)
+        return store().eval(r.id)
     except (OSError, ValueError, ConfigError) as e:
         st.error(f"eval.json of {r.id} cannot be read: {e}")
         return None
-    if ev is None:
-        return None
-    missing = [k for k in REQUIRED if k not in ev] if isinstance(ev, dict) else list(REQUIRED)
-    if missing:
-        st.error(f"eval.json of {r.id} is incomplete: missing {', '.join(missing)}")
-        return None
-    return ev
 
 
-def metric_tiles(ev: dict) -> None:
-    def fmt(v):
-        return f"{v:.4f}" if isinstance(v, (int, float)) else "n/a"
-
-    c = st.columns(5)
-    c[0].metric("Accuracy", fmt(ev["accuracy"]))
-    c[1].metric("Precision (macro)", fmt(ev["precision_macro"]))
-    c[2].metric("Recall (macro)", fmt(ev["recall_macro"]))
-    c[3].metric("F1 (macro)", fmt(ev["f1_macro"]))
-    c[4].metric("ROC-AUC (macro)", fmt(ev.get("roc_auc_macro")),
-                help="one-vs-rest, from softmax probabilities; n/a when a class is missing "
-                     "from the test split")
-    st.caption(f"{ev.get('n_test', '?')} test images · checkpoint {ev.get('checkpoint', '?')}"
-               f" (epoch {ev.get('epoch', '?')})")
+def metrics_row(ev: dict) -> None:
+    for col, (label, value, why) in zip(st.columns(5), metric_tiles(ev)):
+        col.metric(label, value, help=why)
+    st.caption(eval_caption(ev))
 
 
 def charts(ev: dict) -> None:
@@ -127,34 +126,8 @@ def gallery(r, ev: dict) -> None:
     n = len(wrong) if len(wrong) <= GALLERY_COLS else st.slider(
         "Images", GALLERY_COLS, len(wrong), min(2 * GALLERY_COLS, len(wrong)), GALLERY_COLS)
     wrong = wrong[:n]
-    try:
-        stamp = (r.path / "eval.json").stat().st_mtime
-        pictures = gallery_images(str(r.path), tuple(int(w["index"]) for w in wrong),
-                                  data_root(), stamp)
-        captions = [f"true {classes[w['true']]} → predicted {classes[w['predicted']]} "
-                    f"({w['confidence']:.0%})" for w in wrong]
-    except LOAD_ERRORS as e:
-        st.warning(f"The test images cannot be shown: {e}")
-        return
-    for row in range(0, len(pictures), GALLERY_COLS):
-        cols = st.columns(GALLERY_COLS)
-        for col, pic, cap in zip(cols, pictures[row:row + GALLERY_COLS],
-                                 captions[row:row + GALLERY_COLS]):
-            col.image(pic, caption=cap, width="stretch")
-
-
-@st.cache_data(show_spinner="Loading the test images...", max_entries=16)
-def raw_test_images(run_path: str, indices: tuple, root: str, stamp: float):
-    return test_images(run_path, list(indices), root)
-
-
-def largest_confusion(cm) -> tuple[int, int]:
-    best, cell = -1, (0, 1 if len(cm) > 1 else 0)
-    for i, row in enumerate(cm):
-        for j, v in enumerate(row):
-            if i != j and v > best:
-                best, cell = v, (i, j)
-    return cell
+    show_images(r, [int(w["index"]) for w in wrong], [f"true {classes[w['true']]} → predicted {classes[w['predicted']]} "
+                      f"({w['confidence']:.0%})" for w in wrong])
 
 
 def drill_down(r, ev: dict) -> None:
@@ -181,22 +154,12 @@ def drill_down(r, ev: dict) -> None:
         st.caption(f"No test image of class {classes[t]} was predicted as {classes[p]}.")
         return
     shown = idx[:GALLERY_COLS * 3]
-    confs = ev["confidences"]
-    try:
-        stamp = (r.path / "eval.json").stat().st_mtime
-        raw = raw_test_images(str(r.path), tuple(shown), data_root(), stamp)
-        pictures = upscale_images(raw)
-    except LOAD_ERRORS as e:
-        st.warning(f"The test images cannot be shown: {e}")
-        return
     st.caption(f"true {classes[t]} → predicted {classes[p]}: {len(idx)} images, most confident "
                f"first" + (f" (the first {len(shown)} shown)" if len(shown) < len(idx) else ""))
-    for row in range(0, len(pictures), GALLERY_COLS):
-        cols = st.columns(GALLERY_COLS)
-        for col, pic, i in zip(cols, pictures[row:row + GALLERY_COLS], shown[row:row + GALLERY_COLS]):
-            col.image(pic, caption=f"true {classes[t]} → predicted {classes[p]} ({confs[i]:.0%})"
-                                   f" · #{i}", width="stretch")
-    explain(r, raw, shown, f"true {classes[t]} → predicted {classes[p]}", classes)
+    raw = show_images(r, shown, [f"true {classes[t]} → predicted {classes[p]} "
+                                 f"({ev['confidences'][i]:.0%}) · #{i}" for i in shown])
+    if raw is not None:
+        explain(r, raw, shown, f"true {classes[t]} → predicted {classes[p]}", classes)
 
 
 def explain(r, raw, shown: list[int], cell: str, classes) -> None:
@@ -211,7 +174,7 @@ def explain(r, raw, shown: list[int], cell: str, classes) -> None:
         st.warning(f"No saliency map: {e}")
         return
     left, right = st.columns(2)
-    left.image(upscale_images(raw[pick:pick + 1], 168)[0], caption=f"{cell}: test image "
+    left.image(pictures(raw[pick:pick + 1], 168)[0], caption=f"{cell}: test image "
                f"#{shown[pick]}")
     right.image(overlay(raw[pick], sal["map"]),
                 caption=f"{cell}: saliency for {classes[sal['target']]} "
@@ -219,33 +182,18 @@ def explain(r, raw, shown: list[int], cell: str, classes) -> None:
 
 
 def downloads(r) -> None:
-    a, b, c, d, e = st.columns(5)
-    eval_path = r.path / "eval.json"
-    if eval_path.exists():
-        a.download_button("eval.json", data=eval_path.read_bytes(), file_name=f"{r.id}-eval.json",
-                          mime="application/json", icon=":material/download:", on_click="ignore")
-    ckpt = next((r.path / n for n in ("best.pt", "last.pt") if (r.path / n).exists()), None)
-    if ckpt is not None:
-        # read on click, not on every rerun: checkpoints can be tens of megabytes
-        b.download_button(f"{ckpt.name} ({ckpt.stat().st_size / 1e6:.1f} MB)",
-                          data=ckpt.read_bytes,
-                          file_name=f"{r.id}-{ckpt.name}", mime="application/octet-stream",
-                          icon=":material/download:", on_click="ignore")
-        # portable files, made on click: the code, ONNX, safetensors weights and their config
-        c.download_button("PyTorch code (.py)", data=lambda: export_code(r.path),
-                          file_name=f"train_{r.id}.py", mime="text/x-python",
-                          icon=":material/code:", on_click="ignore")
-        d.download_button("ONNX", data=lambda: export_onnx_bytes(r.path),
-                          file_name=f"{r.id}.onnx", mime="application/octet-stream",
-                          icon=":material/download:", on_click="ignore")
-        e.download_button("safetensors + config", data=lambda: safetensors_zip(r.path),
-                          file_name=f"{r.id}-safetensors.zip", mime="application/zip",
-                          icon=":material/download:", on_click="ignore")
-        if st.toggle("Show the PyTorch code of this run", key=f"eval_code_{r.id}"):
-            try:
-                st.code(export_code(r.path), language="python")
-            except LOAD_ERRORS as err:
-                st.error(f"No code: {err}")
+    """eval.json, the checkpoint and the files made from it, each read or made on click."""
+    files = run_downloads(r.path, r.id)
+    for col, f in zip(st.columns(5), files):
+        col.download_button(f["label"], data=f["data"], file_name=f["file_name"], mime=f["mime"],
+                            icon=":material/code:" if f["kind"] == "code" else
+                            ":material/download:", on_click="ignore")
+    if any(f["kind"] == "code" for f in files) and st.toggle(
+            "Show the PyTorch code of this run", key=f"eval_code_{r.id}"):
+        try:
+            st.code(export_code(r.path), language="python")
+        except LOAD_ERRORS as err:
+            st.error(f"No code: {err}")
 
 
 # ---------------------------------------------------------------- page
@@ -258,31 +206,22 @@ if not runs:
     st.stop()
 
 run = choose_run(runs)
-has_ckpt = run.has_best or run.has_last
-if run.damaged:
-    st.error(f"Run {run.id} is damaged: {run.damaged}")
-    if has_ckpt:
-        st.caption("Re-evaluating rewrites eval.json from the checkpoint.")
-        evaluate_button(run, "Evaluate again")
+blocked = evaluation_state(run)
+if blocked:
+    getattr(st, blocked["level"])(blocked["message"])
+    if blocked["note"]:
+        st.caption(blocked["note"])
+    if blocked["action"]:
+        evaluate_button(run, blocked["action"])
     st.stop()
-if run.state == "running":
-    st.info("This run is still training; it is evaluated on the test split when it ends.")
-    st.stop()
-
 ev = read_eval(run)
-if ev is None:
-    if not run.has_eval:
-        if has_ckpt:
-            st.info(f"Run {run.id} has not been evaluated yet.")
-            evaluate_button(run, "Evaluate now")
-        else:
-            st.warning(f"Run {run.id} has no checkpoint (best.pt or last.pt): nothing to evaluate.")
-    elif has_ckpt:
+if ev is None:          # changed or gone since the run was listed
+    if run.has_best or run.has_last:
         evaluate_button(run, "Evaluate again")
     st.stop()
 
 try:
-    metric_tiles(ev)
+    metrics_row(ev)
     charts(ev)
     gallery(run, ev)
     drill_down(run, ev)

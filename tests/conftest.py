@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny real runs made by the engine, and an isolated runs directory."""
+"""Shared fixtures: tiny real runs made by the engine, an isolated runs directory, and one
+way for page tests to open a page."""
 from __future__ import annotations
 
 import os
@@ -48,6 +49,31 @@ def wait_for(predicate, worker=None, log=None, timeout=300, what="the condition"
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def app_page(page, runs_dir=None, data_root=None, state=None, query=None, timeout=60):
+    """A fresh AppTest of app.py switched to pages/<page>.py, checked for exceptions.
+
+    `state` seeds the session (the working `config`, say) and `query` the URL's query
+    parameters before the first run; `runs_dir` and `data_root` override $DLCORE_RUNS and
+    $DLCORE_DATA for this session. AppTest's default 3 s is too short for pages that load
+    data: `timeout` applies to every later run too."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    seed = dict(state or {})
+    if runs_dir is not None:
+        seed["runs_dir"] = str(runs_dir)
+    if data_root is not None:
+        seed["data_root"] = str(data_root)
+    for key, value in seed.items():
+        at.session_state[key] = value
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    path = page if page.startswith("pages/") else f"pages/{page.removesuffix('.py')}.py"
+    at.run().switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
 
 
 def train_quietly(cfg, runs_dir, name=None, data_root=None):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from dlcore.augment import (augment_batch, crop_at, image_grid, normalize, random_crop,
+from dlcore.augment import (augment_batch, crop_at, normalize, random_crop,
                             random_hflip, rotate)
 from dlcore.preview import augmented_batch, raw_samples
 
@@ -72,12 +72,6 @@ def test_normalize_uses_per_channel_statistics():
     x = torch.ones(2, 3, 2, 2)
     out = normalize(x, (0.5, 0.25, 0.0), (0.5, 0.25, 2.0))
     assert out[:, 0].eq(1).all() and out[:, 1].eq(3).all() and out[:, 2].eq(0.5).all()
-
-
-def test_image_grid_tiles_and_upscales():
-    imgs = torch.randint(0, 255, (10, 1, 8, 8), dtype=torch.uint8).numpy()
-    g = image_grid(imgs, ncols=5, scale=2, pad=1)
-    assert g.shape == (2 * 17 + 1, 5 * 17 + 1, 3) and g.dtype.name == "uint8"
 
 
 def test_data_page_previews_show_batch_shapes():

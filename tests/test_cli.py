@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from dlcore.evaluate import test_images as split_images   # not a test
+from dlcore.evaluate import held_out_images
 from dlcore.predict import predict
 
 
@@ -58,7 +58,7 @@ def test_runs_evaluate_and_predict(tiny_runs, tmp_path):
     Image.fromarray(img).save(tmp_path / "one.png")
     # and three real test digits, which must get the predictions their evaluation recorded
     evaluation = json.loads((runs / cnn / "eval.json").read_text())
-    digits = split_images(runs / cnn, [0, 1, 2])
+    digits = held_out_images(runs / cnn, [0, 1, 2])
     files = [tmp_path / "one.png"]
     for i, d in enumerate(digits):
         files.append(tmp_path / f"test{i}.png")

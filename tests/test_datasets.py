@@ -12,7 +12,7 @@ import dlcore.splits as splits
 from dlcore.datasets import DatasetUnavailable, FASHION_SYSTEM_DIR, availability, dataset_info, load_arrays, read_idx
 from dlcore.splits import (channel_stats, class_counts, fixed_test_split, load_splits,
                            split_sizes)
-from dlcore.evaluate import test_images as gallery_images   # not a test
+from dlcore.evaluate import held_out_images
 from datafiles import (write_cifar_binary, write_cifar_python, write_folder, write_mnist)
 
 
@@ -317,7 +317,7 @@ def test_every_reader_of_the_test_split_goes_through_one_derivation(monkeypatch,
     assert counts["test"] == np.bincount(y[test], minlength=10).tolist()
     assert counts["train"] == np.bincount(y[pool], minlength=10).tolist()
     run = write_run(tmp_path, {"data": {"val_fraction": 0.1}})
-    assert np.array_equal(gallery_images(run, [0, 899, 5]), x[test[[0, 899, 5]]])
+    assert np.array_equal(held_out_images(run, [0, 899, 5]), x[test[[0, 899, 5]]])
 
 
 def test_class_counts_match_the_splits_made():
@@ -348,7 +348,7 @@ def _no_full_split(*a, **k):
     ("mnist", lambda root: write_mnist(root, n_train=200, n_test=100)),
     ("cifar10", lambda root: write_cifar_binary(root, per_batch=40, n_test=50)),
 ], ids=["mnist-5k", "digits", "mnist-official-test", "cifar10-official-test"])
-def test_test_images_are_exactly_the_split_s_test_images(tmp_path, monkeypatch, dataset, writer):
+def test_held_out_images_are_exactly_the_split_s_test_images(tmp_path, monkeypatch, dataset, writer):
     root = tmp_path / "data"
     if writer:
         writer(root)
@@ -362,11 +362,11 @@ def test_test_images_are_exactly_the_split_s_test_images(tmp_path, monkeypatch, 
     monkeypatch.setattr(splits, "load_splits", _no_full_split)
     monkeypatch.setattr(splits, "channel_stats", _no_full_split)
     monkeypatch.setattr(splits, "_cached_stats", _no_full_split, raising=False)
-    got = gallery_images(run, indices, root)
+    got = held_out_images(run, indices, root)
     assert got.dtype == np.uint8 and got.shape == want.shape and np.array_equal(got, want)
-    empty = gallery_images(run, [], root)
+    empty = held_out_images(run, [], root)
     assert empty.shape == (0, *want.shape[1:]) and empty.dtype == np.uint8
     with pytest.raises(IndexError, match=f"test split has {n} images"):
-        gallery_images(run, [n], root)
+        held_out_images(run, [n], root)
     with pytest.raises(IndexError, match="does not exist"):
-        gallery_images(run, [-1], root)
+        held_out_images(run, [-1], root)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dlcore.evaluate import compute_metrics, evaluate_run
-from dlcore.evaluate import test_images as split_images   # not a test
+from dlcore.evaluate import held_out_images
 
 
 def random_predictions(n=300, k=10, seed=0):
@@ -129,7 +129,7 @@ def test_evaluate_run_rewrites_eval_json(tiny_runs):
     assert json.loads((run / "eval.json").read_text()) == after
     assert after["accuracy"] == pytest.approx(before["accuracy"])
     assert after["checkpoint"] == "best.pt" and after["n_test"] == 1000
-    imgs = split_images(run, [w["index"] for w in after["confident_wrong"][:3]])
+    imgs = held_out_images(run, [w["index"] for w in after["confident_wrong"][:3]])
     assert imgs.shape == (3, 1, 28, 28) and imgs.dtype == np.uint8
 
 

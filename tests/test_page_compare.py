@@ -1,19 +1,13 @@
 """Compare page: two runs side by side, renaming and deleting runs."""
 import json
-from pathlib import Path
 
 import pandas as pd
-from streamlit.testing.v1 import AppTest
 
-from conftest import wait_for
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+from conftest import app_page, wait_for
 
 
 def compare_page(ids=None):
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/compare.py").run()
-    assert not at.exception, at.exception
+    at = app_page("compare")
     if ids is not None:
         at.multiselect(key="compare_ids").set_value(ids).run()
         assert not at.exception, at.exception
@@ -123,12 +117,10 @@ def test_init_sweep_button_trains_each_init_and_shows_them(empty_runs):
     import time as _time
     from dlcore.runs import RunStore
 
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["config"] = {"data": {"dataset": "mnist-5k"},
-                                  "model": {"arch": "dnn", "hidden_dims": [16], "init": "kaiming"},
-                                  "train": {"epochs": 5, "batch_size": 64, "device": "cpu"}}
-    at.run().switch_page("pages/compare.py").run()
-    assert not at.exception, at.exception
+    at = app_page("compare", state={"config": {
+        "data": {"dataset": "mnist-5k"},
+        "model": {"arch": "dnn", "hidden_dims": [16], "init": "kaiming"},
+        "train": {"epochs": 5, "batch_size": 64, "device": "cpu"}}})
     at.number_input(key="sweep_epochs").set_value(1).run()
     at.number_input(key="sweep_limit").set_value(200).run()
     at.button(key="sweep_start").click().run()

@@ -1,19 +1,12 @@
 """The Data page: dataset choice, class counts, raw and augmented grids, and the data config."""
-from pathlib import Path
-
 import pytest
-from streamlit.testing.v1 import AppTest
 
 import dlcore.datasets as datasets
+from conftest import app_page
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
-
-def open_data_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/data.py").run()
-    assert not at.exception, at.exception
-    return at
+def open_data_page():
+    return app_page("data")
 
 
 def tensor_text(at) -> str:

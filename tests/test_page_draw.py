@@ -2,25 +2,19 @@
 import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
-from streamlit.testing.v1 import AppTest
-
+from conftest import app_page
 from dlcore.predict import predict
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 SIZE = 280
 
 
 def draw_page():
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/draw.py").run()
-    assert not at.exception, at.exception
-    return at
+    return app_page("draw")
 
 
 def drawn_one() -> np.ndarray:

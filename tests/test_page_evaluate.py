@@ -1,17 +1,12 @@
 """The Evaluate page: metrics, charts, per-class table and gallery from eval.json, and every
 way a run can lack or break its eval.json."""
 import json
-from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+from conftest import app_page
 
 
 def open_evaluate(run_id=None):
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/evaluate.py").run()
-    assert not at.exception, at.exception
+    at = app_page("evaluate")
     if run_id is not None:
         at.selectbox(key="eval_run").set_value(run_id).run()
         assert not at.exception, at.exception
@@ -88,10 +83,7 @@ def test_incomplete_eval_json_names_the_missing_keys(tiny_runs):
 def test_query_param_picks_the_run(tiny_runs):
     runs, dnn, cnn = tiny_runs
     for rid in (dnn, cnn):
-        at = AppTest.from_file(APP, default_timeout=60)
-        at.query_params["run"] = rid
-        at.run().switch_page("pages/evaluate.py").run()
-        assert not at.exception
+        at = app_page("evaluate", query={"run": rid})
         assert at.selectbox(key="eval_run").value == rid
 
 

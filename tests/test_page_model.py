@@ -1,24 +1,17 @@
 """The Model page: architecture controls, presets, parameter counts and clear errors."""
-from pathlib import Path
-
 import pytest
-from streamlit.testing.v1 import AppTest
 
+from conftest import app_page
 from dlcore.config import default_config
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
-
-def open_model_page(dataset=None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
+def open_model_page(dataset=None):
+    state = None
     if dataset:
         cfg = default_config("dnn")
         cfg["data"]["dataset"] = dataset
-        at.session_state["config"] = cfg
-    at.run()
-    at.switch_page("pages/model.py").run()
-    assert not at.exception, at.exception
-    return at
+        state = {"config": cfg}
+    return app_page("model", state=state)
 
 
 def trainable(at) -> str:
@@ -122,13 +115,9 @@ def test_edits_survive_switching_architecture_and_page(empty_runs):
 
 
 def test_folder_dataset_without_a_folder_points_to_the_data_page(empty_runs):
-    at = AppTest.from_file(APP, default_timeout=60)
     cfg = default_config("dnn")
     cfg["data"].update({"dataset": "folder", "root": None})
-    at.session_state["config"] = cfg
-    at.run()
-    at.switch_page("pages/model.py").run()
-    assert not at.exception
+    at = app_page("model", state={"config": cfg})
     assert "Data page" in at.error[0].value and "folder" in at.error[0].value
 
 

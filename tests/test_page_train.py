@@ -6,26 +6,18 @@ import shutil
 import time
 from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
 from dlcore.config import OPTIMIZERS, SCHEDULES
 from dlcore.runs import RunStore
 from dlcore.runlock import RunLock
-from conftest import train_quietly, wait_for
+from conftest import app_page, train_quietly, wait_for
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 QUICK = {"data": {"dataset": "mnist-5k", "limit": 300},
          "model": {"arch": "dnn", "hidden_dims": [32]},
          "train": {"epochs": 2, "batch_size": 32, "device": "cpu"}}
 
 
 def open_train(cfg=None):
-    at = AppTest.from_file(APP, default_timeout=60)
-    if cfg is not None:
-        at.session_state["config"] = json.loads(json.dumps(cfg))
-    at.run().switch_page("pages/train.py").run()
-    assert not at.exception, at.exception
-    return at
+    return app_page("train", state=None if cfg is None else {"config": json.loads(json.dumps(cfg))})
 
 
 def press_start(at):

@@ -64,7 +64,7 @@ def test_predictions_for_drawings(tiny_runs):
 def assert_predict_reproduces_evaluation(run, tmp_path, n_files=200):
     """predict() on the run's own test split gives eval.json's predictions, image for image."""
     ev = json.loads((run / "eval.json").read_text())
-    x = evaluate.test_images(run, range(ev["n_test"]))              # uint8 [N, C, H, W]
+    x = evaluate.held_out_images(run, range(ev["n_test"]))              # uint8 [N, C, H, W]
     assert len(x) == len(ev["predictions"]) == len(ev["labels"])
     for images in ([a[0] for a in x], list(x)):                     # [H, W] and [C, H, W] arrays
         results = predict(run, images)
@@ -107,7 +107,7 @@ def test_drawings_and_off_format_digits_are_made_into_mnist_digits(tiny_runs):
     drawing = canvas(one)                                           # 280x280, transparent paper
     assert np.array_equal(prepare_image(drawing, ckpt)[0], mnist_digit(to_gray_array(drawing)))
 
-    sample = evaluate.test_images(runs / cnn, [0])[0, 0]            # a real 28x28 MNIST digit
+    sample = evaluate.held_out_images(runs / cnn, [0])[0, 0]            # a real 28x28 MNIST digit
     dark_on_light = 255 - sample                                    # right size, wrong polarity
     seen = prepare_image(dark_on_light, ckpt)[0]
     assert np.array_equal(seen, mnist_digit(dark_on_light.astype(float)))

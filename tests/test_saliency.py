@@ -6,13 +6,14 @@ import pytest
 
 from dlcore import evaluate
 from dlcore.evaluate import cell_examples, compute_metrics
+from dlcore.display import overlay
 from dlcore.images import ImageError
-from dlcore.saliency import overlay, saliency
+from dlcore.saliency import saliency
 
 
 def test_saliency_is_a_normalised_map_of_the_image(tiny_runs):
     runs, dnn, cnn = tiny_runs
-    img = evaluate.test_images(runs / dnn, [0])[0]
+    img = evaluate.held_out_images(runs / dnn, [0])[0]
     for run in (dnn, cnn):
         s = saliency(runs / run, img)
         m = s["map"]

@@ -1,0 +1,208 @@
+"""What the pages show, worked out here: counts, fractions, texts and the files a run offers,
+so that a page only lays them out. Runs are read through RunStore and RunInfo. Imports
+that load torch wait until they are needed: the sidebar uses this module on every page.
+"""
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+# ---------------------------------------------------------------- Evaluate
+
+
+def evaluation_state(r) -> dict | None:
+    """Why a run's evaluation cannot be shown, and what the page can offer instead: a dict
+    of `level` (error, warning or info), `message`, `note` and `action` (a button label or
+    None); None when eval.json is there to be shown."""
+    has_ckpt = r.has_best or r.has_last
+    if r.damaged:
+        return {"level": "error", "message": f"Run {r.id} is damaged: {r.damaged}",
+                "note": "Re-evaluating rewrites eval.json from the checkpoint." if has_ckpt
+                else None, "action": "Evaluate again" if has_ckpt else None}
+    if r.state == "running":
+        return {"level": "info", "note": None, "action": None,
+                "message": "This run is still training; it is evaluated on the test split "
+                           "when it ends."}
+    if r.has_eval:
+        return None
+    if has_ckpt:
+        return {"level": "info", "message": f"Run {r.id} has not been evaluated yet.",
+                "note": None, "action": "Evaluate now"}
+    return {"level": "warning", "note": None, "action": None,
+            "message": f"Run {r.id} has no checkpoint (best.pt or last.pt): nothing to evaluate."}
+
+
+def _number(v) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
+
+
+def metric_tiles(ev: dict) -> list[tuple[str, str, str | None]]:
+    """(label, value, help) of the five headline metrics of an eval.json."""
+    return [("Accuracy", _number(ev.get("accuracy")), None),
+            ("Precision (macro)", _number(ev.get("precision_macro")), None),
+            ("Recall (macro)", _number(ev.get("recall_macro")), None),
+            ("F1 (macro)", _number(ev.get("f1_macro")), None),
+            ("ROC-AUC (macro)", _number(ev.get("roc_auc_macro")),
+             "one-vs-rest, from softmax probabilities; n/a when a class is missing from the "
+             "test split")]
+
+
+def eval_caption(ev: dict) -> str:
+    return (f"{ev.get('n_test', '?')} test images · checkpoint {ev.get('checkpoint', '?')} "
+            f"(epoch {ev.get('epoch', '?')})")
+
+
+def largest_confusion(cm) -> tuple[int, int]:
+    """(true, predicted) of the largest off-diagonal count, the first in reading order on a
+    tie; (0, 1) for a matrix without errors, (0, 0) for one class."""
+    best, cell = -1, (0, 1 if len(cm) > 1 else 0)
+    for i, row in enumerate(cm):
+        for j, v in enumerate(row):
+            if i != j and v > best:
+                best, cell = v, (i, j)
+    return cell
+
+
+def eval_stamp(run_dir) -> float:
+    """When eval.json was last written (0.0 when absent): keys caches of what it lists."""
+    try:
+        return (Path(run_dir) / "eval.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def run_downloads(run_dir, run_id: str) -> list[dict]:
+    """The files a run offers for download, each read or made only when asked for: dicts of
+    `label`, `data` (a callable giving the bytes or text), `file_name`, `mime` and `kind`
+    (file, code or export). eval.json when there is one, then the checkpoint that evaluate
+    uses (best, else last) and what is made from it: the PyTorch code, ONNX, safetensors."""
+    from .checkpoints import CheckpointError, best_checkpoint
+    from .export import export_code, export_onnx_bytes, safetensors_zip
+
+    run_dir = Path(run_dir)
+    out = []
+    if (run_dir / "eval.json").is_file():
+        out.append({"label": "eval.json", "data": (run_dir / "eval.json").read_bytes,
+                    "file_name": f"{run_id}-eval.json", "mime": "application/json",
+                    "kind": "file"})
+    try:
+        ckpt = best_checkpoint(run_dir)
+        size = ckpt.stat().st_size
+    except (CheckpointError, OSError):
+        return out
+    return out + [
+        {"label": f"{ckpt.name} ({size / 1e6:.1f} MB)", "data": ckpt.read_bytes,
+         "file_name": f"{run_id}-{ckpt.name}", "mime": "application/octet-stream", "kind": "file"},
+        {"label": "PyTorch code (.py)", "data": partial(export_code, run_dir),
+         "file_name": f"train_{run_id}.py", "mime": "text/x-python", "kind": "code"},
+        {"label": "ONNX", "data": partial(export_onnx_bytes, run_dir),
+         "file_name": f"{run_id}.onnx", "mime": "application/octet-stream", "kind": "export"},
+        {"label": "safetensors + config", "data": partial(safetensors_zip, run_dir),
+         "file_name": f"{run_id}-safetensors.zip", "mime": "application/zip", "kind": "export"}]
+
+
+# ---------------------------------------------------------------- runs in progress
+
+
+def run_progress(r) -> tuple[float, str]:
+    """How far a running run is, 0..1 including the current epoch's batches, and its label."""
+    p = r.progress or {}
+    done = (r.epoch + (p.get("fraction") or 0)) / max(r.epochs, 1)
+    return min(max(done, 0.0), 1.0), f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
+
+
+def sweep_progress(found: dict) -> dict:
+    """The state of each run of an init sweep ({init: RunInfo or None}): `cells` (label to
+    state text), `done`, `total` and `fraction` of runs that have ended."""
+    cells = {f"init={init}": "waiting" if r is None else
+             f"epoch {r.epoch}/{r.epochs}" if r.state == "running" else r.state
+             for init, r in found.items()}
+    done = sum(r is not None and r.state != "running" for r in found.values())
+    return {"cells": cells, "done": done, "total": len(found),
+            "fraction": done / len(found) if found else 1.0}
+
+
+def sweep_layer_series(found: dict) -> dict:
+    """Layer statistics of each finished sweep run that recorded any, by `init=` label."""
+    from .inspect_layers import layer_series
+
+    series = {f"init={init}": layer_series(r.path) for init, r in found.items() if r}
+    return {k: v for k, v in series.items() if v["epochs"]}
+
+
+# ---------------------------------------------------------------- Compare and Draw
+
+
+def as_text(v) -> str:
+    """A config value as one printable string; None (a key the other architecture does not
+    have) as a dash."""
+    return "—" if v is None else v if isinstance(v, str) else json.dumps(v)
+
+
+def config_diff_columns(config_diff: dict, labels: list[str]) -> dict:
+    """{run label: {setting: value as text}}: the columns of the config differences table."""
+    return {lab: {k: as_text(v.get(lab)) for k, v in config_diff.items()} for lab in labels}
+
+
+def drawable_runs(store) -> tuple[list, list]:
+    """Runs with a checkpoint, as (offered, refused) lists of (RunInfo, why): those whose
+    model can read a drawing, and the others with the reason."""
+    from .predict import can_draw
+
+    offered, refused = [], []
+    for r in store.list():
+        if r.damaged or not (r.has_best or r.has_last):
+            continue
+        try:
+            ok, why = can_draw(store.config(r.id))
+        except (OSError, ValueError) as e:
+            ok, why = False, f"its config cannot be read ({e})"
+        (offered if ok else refused).append((r, why))
+    return offered, refused
+
+
+# ---------------------------------------------------------------- Data
+
+
+def dataset_tiles(counts: dict, shape) -> list[tuple[str, str]]:
+    """(label, value) of the Data page's headline numbers, from splits.class_counts."""
+    return [("Classes", str(len(counts["classes"]))),
+            ("Input shape (C×H×W)", "×".join(map(str, shape))),
+            ("Training set", f"{sum(counts['train']):,}"),
+            ("Test set", f"{sum(counts['test']):,}")]
+
+
+def label_rows(labels: list, ncols: int = 8) -> str:
+    """Labels in aligned rows of `ncols`, as the images of a grid are laid out."""
+    if not labels:
+        return ""
+    width = max(len(str(x)) for x in labels)
+    return "\n".join("  ".join(f"{str(x):<{width}}" for x in labels[i:i + ncols])
+                     for i in range(0, len(labels), ncols))
+
+
+def split_text(data_cfg: dict, batch_size: int, batches_per_epoch: int, data_root=None) -> str:
+    """How the training images are split and batched, from splits.split_sizes."""
+    from .config import resolve_config
+    from .splits import split_sizes
+
+    s = split_sizes(resolve_config({"data": data_cfg})["data"], data_root)
+    return (f"{s['train'] + s['val']:,} training images split into {s['train']:,} for training "
+            f"and {s['val']:,} for validation; {batches_per_epoch:,} batches of {batch_size} "
+            "per epoch. Test images are kept apart.")
+
+
+def batch_text(b: dict, normalize: bool) -> str:
+    """A preview.augmented_batch as it prints in PyTorch: shapes, dtype, range and the
+    Normalize transform of the training split."""
+    dims = ", ".join(map(str, b["shape"]))
+    mean = ", ".join(f"{v:.4f}" for v in b["channel_mean"])
+    std = ", ".join(f"{v:.4f}" for v in b["channel_std"])
+    one = "," if len(b["channel_mean"]) == 1 else ""
+    applied = "applied" if normalize else "computed, not applied (normalise is off)"
+    return (f"images: torch.Size([{dims}])  labels: torch.Size([{b['label_shape'][0]}])\n"
+            f"dtype: torch.{b['dtype']}  range: [{b['min']:.3f}, {b['max']:.3f}]  "
+            f"mean: {b['mean']:.3f}  std: {b['std']:.3f}\n"
+            f"Normalize(mean=({mean}{one}), std=({std}{one}))  # per channel, from the training "
+            f"split; {applied}")
