@@ -173,14 +173,14 @@ def cmd_devices(args) -> int:
 def cmd_summary(args) -> int:
     from .config import load_config_file
     from .datasets import dataset_info
-    from .models import build_model, format_summary, summarize
+    from .models import format_summary, model_summary
 
     cfg = load_config_file(args.config)
     info = dataset_info(cfg["data"], args.data_root)
-    model = build_model(cfg["model"], info.shape, len(info.classes))
+    summary = model_summary(cfg["model"], info.shape, len(info.classes))
     print(f"{cfg['model']['arch']} on {info.name} (input {'x'.join(map(str, info.shape))}, "
           f"{len(info.classes)} classes)")
-    print(format_summary(summarize(model, info.shape)))
+    print(format_summary(summary))
     return 0
 
 

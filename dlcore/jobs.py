@@ -49,7 +49,7 @@ def validate(cfg: dict, data_root=None) -> dict:
     """
     from .datasets import availability, dataset_info
     from .splits import split_sizes
-    from .models import build_model
+    from .models import meta_model
     from .devices import pick_device
 
     cfg = resolve_config(cfg)
@@ -58,7 +58,7 @@ def validate(cfg: dict, data_root=None) -> dict:
     if not ok:
         raise ConfigError(f"data.dataset: {cfg['data']['dataset']!r} is not on this machine: {how}")
     info = dataset_info(cfg["data"], data_root)
-    build_model(cfg["model"], info.shape, len(info.classes))
+    meta_model(cfg["model"], info.shape, len(info.classes))   # sizes and weights file, unbuilt
     n_train = split_sizes(cfg["data"], data_root)["train"]
     if cfg["train"]["batch_size"] > n_train:
         raise ConfigError(f"train.batch_size: {cfg['train']['batch_size']} is larger than the "

@@ -1,7 +1,8 @@
 """The five architectures, built from a resolved `model` config through one registry.
 
 Input shape and class count come from the dataset. `init_weights` applies the tutorials'
-init methods; `summarize` gives the per-layer table of `python -m dlcore summary`.
+init methods. Sizes come without building: `meta_model` builds on the meta device (no memory,
+no weights), `model_summary` gives the per-layer table of `python -m dlcore summary` from it.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, INITS, check_path
-from .pretrained import Pretrained, estimate as estimate_pretrained
+from .pretrained import Pretrained, check_weights, weights_source
 from .checkpoints import CheckpointError
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
@@ -148,40 +149,33 @@ def list_models() -> list[str]:
 MAX_PARAMETERS = 200_000_000   # 0.8 GB of fp32 weights, ~3 GB with Adam's state and gradients
 
 
-def estimate_parameters(model_cfg: dict, in_shape, num_classes: int) -> int:
-    """The parameter count from the config alone, so oversized models are refused unbuilt."""
-    c, h, w = in_shape
-    arch = model_cfg["arch"]
-
-    def fc(widths):
-        return sum(a * b + b for a, b in zip(widths, widths[1:]))
-
-    if arch == "dnn":
-        return fc([c * h * w, *model_cfg["hidden_dims"], num_classes])
-    if arch == "cnn":
-        total, ch = 0, c
-        for hidden, out in model_cfg["blocks"]:
-            total += 9 * ch * hidden + hidden + 9 * hidden * out + out
-            ch, h, w = out, max(h // 2, 1), max(w // 2, 1)
-        return total + fc([ch * h * w, *model_cfg["fc_dims"], num_classes])
-    if arch == "resnet":
-        width = model_cfg["base_width"]
-        total, ch = 9 * c * width + 2 * width, width
-        for i, n in enumerate(model_cfg["stage_blocks"]):
-            out = width * 2 ** i
-            total += 9 * ch * out + 9 * out * out + 4 * out + (18 * out * out + 4 * out) * (n - 1)
-            total += ch * out + 2 * out if (ch != out or i > 0) else 0    # projection shortcut
-            ch = out
-        return total + fc([ch, num_classes])
+def meta_model(model_cfg: dict, in_shape, num_classes: int, check_weights_file: bool = True
+               ) -> nn.Module:
+    """The model of a resolved `model` config on the meta device: exact sizes and shapes in
+    milliseconds, no memory, no weights downloaded or loaded. Refuses an oversized model, and
+    a pretrained backbone's weights file that does not fit (read as names and shapes only)."""
+    arch = model_cfg.get("arch")
+    if arch not in MODELS:
+        raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(MODELS)}")
+    with torch.device("meta"):
+        if arch == "pretrained":
+            model = Pretrained(model_cfg, tuple(in_shape), num_classes, load_weights=False)
+        else:
+            model = MODELS[arch](model_cfg, tuple(in_shape), num_classes)
+    n = sum(count_parameters(model))
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"model: {n:,} parameters for a {'x'.join(map(str, in_shape))} "
+                          f"input is too large; at most {MAX_PARAMETERS:,} (use fewer or narrower layers)")
     if arch == "pretrained":
-        return estimate_pretrained(model_cfg, num_classes)
-    gates = {"rnn": 1, "lstm": 4, "gru": 3}[model_cfg["cell"]]
-    hid, dirs = model_cfg["hidden_size"], 2 if model_cfg["bidirectional"] else 1
-    total, n_in = 0, c * w
-    for _ in range(model_cfg["num_layers"]):
-        total += dirs * gates * (n_in * hid + hid * hid + 2 * hid)
-        n_in = hid * dirs
-    return total + fc([n_in, num_classes])
+        if check_weights_file:
+            check_weights(model, model_cfg)
+        model.weights_source = weights_source(model_cfg)
+    return model
+
+
+def model_summary(model_cfg: dict, in_shape, num_classes: int) -> dict:
+    """`summarize` of the meta model: what the Model page and `summary` show, nothing built."""
+    return summarize(meta_model(model_cfg, in_shape, num_classes), in_shape)
 
 
 def build_model(model_cfg: dict, in_shape, num_classes: int, load_weights: bool = True) -> nn.Module:
@@ -190,12 +184,7 @@ def build_model(model_cfg: dict, in_shape, num_classes: int, load_weights: bool 
     `load_weights=False` skips a pretrained backbone's weights, for a checkpoint to replace.
     """
     arch = model_cfg.get("arch")
-    if arch not in MODELS:
-        raise ConfigError(f"model.arch: unknown architecture {arch!r}; allowed: {', '.join(MODELS)}")
-    estimate = estimate_parameters(model_cfg, tuple(in_shape), num_classes)
-    if estimate > MAX_PARAMETERS:
-        raise ConfigError(f"model: about {estimate:,} parameters for a {'x'.join(map(str, in_shape))} "
-                          f"input is too large; at most {MAX_PARAMETERS:,} (use fewer or narrower layers)")
+    meta_model(model_cfg, in_shape, num_classes, check_weights_file=False)   # refuses the oversized
     if arch == "pretrained":
         if load_weights and model_cfg.get("weights") not in ("imagenet", "none"):
             check_path("model.weights", model_cfg.get("weights"))   # else an OSError, not a message
@@ -242,7 +231,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def summarize(model: nn.Module, in_shape) -> dict:
-    """Per-layer rows {name, type, output_shape, params} from one forward pass of a dummy batch."""
+    """Per-layer rows {name, type, output_shape, params} from one forward pass of a dummy batch
+    (on the model's own device: the meta device costs nothing); the counts and weight memory."""
     rows, hooks = [], []
 
     def hook(name):
@@ -260,14 +250,16 @@ def summarize(model: nn.Module, in_shape) -> dict:
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(2, *in_shape))
+            model(torch.zeros(2, *in_shape, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
     trainable, frozen = count_parameters(model)
     out = {"rows": rows, "trainable": trainable, "frozen": frozen,
-           "input_shape": [-1, *list(in_shape)]}
+           "input_shape": [-1, *list(in_shape)],
+           "layers_with_params": sum(1 for r in rows if r["params"]),
+           "weights_mb": 4 * (trainable + frozen) / 1e6}     # float32, without optimiser state
     if getattr(model, "weights_source", None):
         out["weights"] = model.weights_source
     return out

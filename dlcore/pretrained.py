@@ -6,6 +6,7 @@ so it expects 0..1 images: the Trainer feeds it un-normalised data (mean 0, std 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,25 +15,20 @@ from torch import nn
 
 from .config import PRETRAINED_BACKBONES, ConfigError
 
-# backbone: (module path of its ImageNet classifier layer, that layer's input width,
-# parameters of everything else); the counts let oversized models be refused unbuilt.
+# backbone: (module path of its ImageNet classifier layer, that layer's input width); parameter
+# counts come from the model built on the meta device (dlcore.models.meta_model)
 BACKBONES = {
-    "resnet18": ("fc", 512, 11_176_512),
-    "resnet50": ("fc", 2048, 23_508_032),
-    "vgg16": ("classifier.6", 4096, 134_260_544),
-    "mobilenet_v3_small": ("classifier.3", 1024, 1_517_856),
-    "mobilenet_v3_large": ("classifier.3", 1280, 4_202_032),
-    "efficientnet_b0": ("classifier.1", 1280, 4_007_548),
+    "resnet18": ("fc", 512),
+    "resnet50": ("fc", 2048),
+    "vgg16": ("classifier.6", 4096),
+    "mobilenet_v3_small": ("classifier.3", 1024),
+    "mobilenet_v3_large": ("classifier.3", 1280),
+    "efficientnet_b0": ("classifier.1", 1280),
 }
 assert tuple(BACKBONES) == PRETRAINED_BACKBONES
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _FAILED_DOWNLOADS: dict[str, tuple[float, str]] = {}   # url -> (when, why): no retry every rerun
 RETRY_AFTER_S = 60
-
-
-def estimate(model_cfg: dict, num_classes: int) -> int:
-    _, width, rest = BACKBONES[model_cfg["backbone"]]
-    return rest + width * num_classes + num_classes
 
 
 def _imagenet_weights(backbone: str):
@@ -84,7 +80,7 @@ def load_imagenet_state(backbone: str) -> dict:
                       f"hub cache and could not be downloaded ({why}); {_how_to_get(backbone, weights)}")
 
 
-def _read_state_file(path, what: str) -> dict:
+def _read_state_file(path, what: str, map_location="cpu") -> dict:
     p = Path(path).expanduser()
     try:
         is_file = p.is_file()
@@ -95,7 +91,7 @@ def _read_state_file(path, what: str) -> dict:
                           "saved by torch.save(model.state_dict(), path), \"imagenet\" or \"none\"")
     try:
         # weights_only: a file that would run code when unpickled is refused, not executed
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{what}: {str(p)!r} is not a weights file torch can load safely "
@@ -126,6 +122,25 @@ def _load_backbone(net: nn.Module, state: dict, head: str, backbone: str, what: 
                           f"(e.g. {names}); use a state_dict of torchvision.models.{backbone}")
 
 
+def check_weights(model: Pretrained, model_cfg: dict) -> None:
+    """That the config's weights file (or the cached ImageNet file) fits the backbone, read on
+    the meta device: names and shapes only, no weights in memory. ImageNet weights that are
+    not cached are left to the training worker to download."""
+    w, name = model_cfg["weights"], model_cfg["backbone"]
+    if w == "none":
+        return
+    if w == "imagenet":
+        path = _cache_path(_imagenet_weights(name))
+        if not path.exists():
+            return
+        state = _read_state_file(path, "model.weights (ImageNet, cached)", map_location="meta")
+    else:
+        state = _read_state_file(w, "model.weights", map_location="meta")
+    with warnings.catch_warnings():     # "copying into a meta parameter is a no-op": as meant
+        warnings.simplefilter("ignore", UserWarning)
+        _load_backbone(model.backbone, state, model.head_path, name, "model.weights")
+
+
 class Pretrained(nn.Module):
     """Resize + gray-to-RGB + ImageNet normalisation, a torchvision backbone, a new head."""
 
@@ -139,7 +154,7 @@ class Pretrained(nn.Module):
         if in_shape[0] not in (1, 3):
             raise ConfigError(f"model.arch: pretrained backbones take gray or RGB images; this "
                               f"dataset has {in_shape[0]} channels (allowed: 1 or 3)")
-        head_path, width, _ = BACKBONES[name]
+        head_path, width = BACKBONES[name]
         self.size, self.frozen = cfg["input_size"], cfg["freeze"] == "backbone"
         self.backbone = get_model(name, weights=None)
         w = cfg["weights"]

@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import train_quietly
 from dlcore.config import PRETRAINED_BACKBONES, ConfigError, resolve_config
-from dlcore.models import build_model, count_parameters, estimate_parameters, summarize
+from dlcore.models import build_model, count_parameters, meta_model, summarize
 from dlcore.pretrained import BACKBONES, weights_source
 from dlcore.checkpoints import load_checkpoint
 
@@ -73,7 +73,7 @@ def test_frozen_counts_are_the_backbone_and_trainable_the_new_head(backbone):
     trainable, frozen = count_parameters(model)
     assert frozen == total - head
     assert trainable == width * 10 + 10
-    assert estimate_parameters(section(backbone=backbone), MNIST, 10) == trainable + frozen
+    assert count_parameters(meta_model(section(backbone=backbone), MNIST, 10)) == (trainable, frozen)
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_small", "efficientnet_b0"])
