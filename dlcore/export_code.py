@@ -1,7 +1,8 @@
 """A run as one standalone PyTorch script: its model, init, data, transforms and training loop.
 
-The model code is the engine's own (taken with `inspect`), so a run's state_dict loads into the
-script's model with strict=True; everything else is written out from the run's config.
+The model, its init, the pretrained wrapper, the optimizer, the schedule and early stopping are
+the engine's own code (taken with `inspect`), so a run's state_dict loads into the script's model
+with strict=True and the script trains as the engine does; the rest is written from the config.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import pprint
 import textwrap
 
-from . import models
+from . import models, optim, pretrained
 from .config import ConfigError
 from .models import checked_checkpoint
 
@@ -43,71 +44,27 @@ DATA_NOTES = {
               "data.image_size.",
 }
 
-PRETRAINED_CODE = '''
-BACKBONE_HEADS = {"resnet18": ("fc", 512), "resnet50": ("fc", 2048), "vgg16": ("classifier.6", 4096),
-                  "mobilenet_v3_small": ("classifier.3", 1024),
-                  "mobilenet_v3_large": ("classifier.3", 1280),
-                  "efficientnet_b0": ("classifier.1", 1280)}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class Pretrained(nn.Module):
-    """Resize + gray-to-RGB + ImageNet normalisation, a torchvision backbone, a new head."""
-
-    def __init__(self, cfg, in_shape, num_classes, load_weights=True):
-        super().__init__()
-        from torchvision.models import get_model
-        head_path, width = BACKBONE_HEADS[cfg["backbone"]]
-        self.size, self.frozen = cfg["input_size"], cfg["freeze"] == "backbone"
-        self.backbone = get_model(cfg["backbone"], weights=None)
-        if load_weights and cfg["weights"] != "none":
-            if cfg["weights"] == "imagenet":
-                from torchvision.models import get_model_weights
-                state = get_model_weights(cfg["backbone"]).DEFAULT.get_state_dict(progress=True)
-            else:
-                state = torch.load(cfg["weights"], map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith(head_path + ".")}
-            self.backbone.load_state_dict(state, strict=False)
-        if self.frozen:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-        parent_path, _, attr = head_path.rpartition(".")
-        parent = self.backbone.get_submodule(parent_path) if parent_path else self.backbone
-        setattr(parent, attr, nn.Sequential(nn.Dropout(cfg["dropout"]), nn.Linear(width, num_classes)))
-        self.head_path = head_path
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def head(self):
-        return self.backbone.get_submodule(self.head_path)
-
-    def train(self, mode=True):
-        super().train(mode)
-        if self.frozen:   # frozen BatchNorm keeps ImageNet's running statistics
-            for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
-
-    def forward(self, x):
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
-'''
+# what the Pretrained wrapper uses from dlcore.pretrained: constants by value, code by source
+PRETRAINED_CONSTANTS = ("BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "RETRY_AFTER_S")
+PRETRAINED_SOURCES = ("_imagenet_weights", "_cache_path", "weights_source", "_how_to_get",
+                      "load_imagenet_state", "_read_state_file", "_load_backbone", "Pretrained")
+TRAINING_SOURCES = (optim.EarlyStopping, optim.make_optimizer, optim.make_scheduler)
 
 BUILD_CODE = '''
 
-def build_model(load_weights=True):
+def build_model():
     """The run's model with the run's init (the weights of best.pt load into it, strict)."""
-    if MODEL["arch"] == "pretrained":
-        model = Pretrained(MODEL, INPUT_SHAPE, len(CLASSES), load_weights=load_weights)
-        init_weights(model.head, MODEL["init"])
-        return model
     model = {arch}(MODEL, INPUT_SHAPE, len(CLASSES))
     init_weights(model, MODEL["init"])
+    return model
+'''
+
+BUILD_PRETRAINED_CODE = '''
+
+def build_model(load_weights=True):
+    """The run's model with the run's init of its new head (best.pt's weights load into it)."""
+    model = Pretrained(MODEL, INPUT_SHAPE, len(CLASSES), load_weights=load_weights)
+    init_weights(model.head, MODEL["init"])
     return model
 '''
 
@@ -224,30 +181,6 @@ def prepare(x_uint8, device):
 
 TRAIN_CODE = r'''
 
-# ---------------------------------------------------------------- training
-
-def make_optimizer(model):
-    params = [p for p in model.parameters() if p.requires_grad]
-    lr, wd = TRAIN["lr"], TRAIN["weight_decay"]
-    if TRAIN["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if TRAIN["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if TRAIN["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
-    return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
-
-
-def make_scheduler(optimizer, epochs, batches_per_epoch):
-    """Stepped once per batch."""
-    total = max(1, epochs * batches_per_epoch)
-    if TRAIN["schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    if TRAIN["schedule"] == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=TRAIN["lr"], total_steps=total)
-    return None
-
-
 @torch.no_grad()
 def evaluate(model, x, y, device, batch=1024):
     model.eval()
@@ -270,11 +203,12 @@ def main(argv=None):
     torch.manual_seed(TRAIN["seed"])
     train_x, train_y, val_x, val_y, test_x, test_y = load_splits(args.data_root, args.limit)
     model = build_model().to(device)
-    optimizer = make_optimizer(model)
+    optimizer = make_optimizer(model, TRAIN)
     batches = math.ceil(len(train_y) / args.batch_size)
-    scheduler = make_scheduler(optimizer, args.epochs, batches)
+    # stepped once per batch
+    scheduler = make_scheduler(optimizer, dict(TRAIN, epochs=args.epochs), batches)
     loss_fn = nn.CrossEntropyLoss()
-    best, bad_epochs, patience = math.inf, 0, TRAIN["patience"]
+    early = EarlyStopping(TRAIN["patience"])   # watches the validation loss
     print(f"{len(train_y)} train, {len(val_y)} val, {len(test_y)} test images; "
           f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters")
 
@@ -299,18 +233,15 @@ def main(argv=None):
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(idx)
         val_loss, val_acc = evaluate(model, val_x, val_y, device)
-        improved = val_loss < best
+        improved = early.step(val_loss)
         print(f"epoch {epoch:>3}/{args.epochs}  train_loss {loss_sum / seen:.4f}  "
               f"train_acc {correct / seen:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
               + ("  *" if improved else ""))
-        if improved:   # early stopping watches the validation loss
-            best, bad_epochs = val_loss, 0
+        if improved:
             torch.save(model.state_dict(), args.out)
-        else:
-            bad_epochs += 1
-            if patience > 0 and bad_epochs >= patience:
-                print(f"early stopping: val_loss has not improved for {bad_epochs} epochs")
-                break
+        if early.should_stop:
+            print(f"early stopping: val_loss has not improved for {early.bad_epochs} epochs")
+            break
 
     model.load_state_dict(torch.load(args.out, map_location=device, weights_only=True))
     test_loss, test_acc = evaluate(model, test_x, test_y, device)
@@ -336,8 +267,10 @@ def generate_code(ckpt: dict, run_id: str = "?", script: str = "train_run.py") -
     title = f"{arch.upper()} on {dataset}: the training run as plain PyTorch."
     note = "\n".join(_doc(line) for line in textwrap.wrap("Data: " + DATA_NOTES[dataset], 92))
     parts = [HEADER.format(title=_doc(title), run_id=_doc(run_id), script=_doc(script), data_note=note),
-             "import argparse\nimport csv\nimport gzip\nimport math\nimport os\n\n"
-             "import numpy as np\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n",
+             "import argparse\nimport csv\nimport gzip\nimport math\nimport os\n"
+             + ("import time\nfrom pathlib import Path\n" if arch == "pretrained" else "")
+             + "\nimport numpy as np\nimport torch\nimport torch.nn.functional as F\n"
+             "from torch import nn\n",
              _constants(ckpt),
              "\n\nclass ConfigError(ValueError):\n    pass\n\n",
              "ACTIVATIONS = {\"relu\": nn.ReLU, \"leaky_relu\": nn.LeakyReLU, \"elu\": nn.ELU, "
@@ -346,13 +279,24 @@ def generate_code(ckpt: dict, run_id: str = "?", script: str = "train_run.py") -
     for name in ARCH_CODE[arch]:
         parts.append("\n\n" + inspect.getsource(getattr(models, name)))
     if arch == "pretrained":
-        parts.append("\n" + PRETRAINED_CODE)
+        parts.append(_pretrained_code())
     parts.append("\n\n" + inspect.getsource(models.init_weights))
-    parts.append(BUILD_CODE.format(arch={"dnn": "DNN", "cnn": "CNN", "resnet": "ResNet",
-                                         "rnn": "RNN", "pretrained": "Pretrained"}[arch]))
+    parts.append(BUILD_PRETRAINED_CODE if arch == "pretrained" else BUILD_CODE.format(
+        arch={"dnn": "DNN", "cnn": "CNN", "resnet": "ResNet", "rnn": "RNN"}[arch]))
     parts.append(DATA_CODE)
+    parts.append("\n\n# ---------------------------------------------------------------- training\n")
+    parts.extend("\n\n" + inspect.getsource(obj) for obj in TRAINING_SOURCES)
     parts.append(TRAIN_CODE)
     return "".join(parts)
+
+
+def _pretrained_code() -> str:
+    """dlcore.pretrained's wrapper and the helpers it calls, as the engine has them."""
+    consts = "".join(f"{name} = {pprint.pformat(getattr(pretrained, name), sort_dicts=False)}\n"
+                     for name in PRETRAINED_CONSTANTS)
+    consts += "_FAILED_DOWNLOADS = {}   # url -> (when, why): no retry at once\n"
+    return "\n\n" + consts + "".join("\n\n" + inspect.getsource(getattr(pretrained, name))
+                                     for name in PRETRAINED_SOURCES)
 
 
 def _doc(text) -> str:

@@ -1,12 +1,14 @@
 """One config field: its default, bounds and choices (`Limits`), and the check that names it.
 
 The config's dataclasses (dlcore.config) declare a `Limits` per field; pages read the same
-object through `dlcore.config.limits` for their widgets, so no bound is written twice.
+object through `dlcore.config.limits` for their widgets, so no bound is written twice. Layer
+lists are typed into a form as text: `parse_widths` and `widths_text` convert both ways.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 
 
@@ -191,3 +193,38 @@ def check_path(path, v) -> str:
         raise ConfigError(f"{path}: the name {shown!r}... is {len(longest)} bytes long; allowed: at "
                           f"most {MAX_NAME_BYTES} bytes per folder or file name")
     return v
+
+
+# ---------------------------------------------------------------- layer lists as a form's text
+
+def parse_widths(text: str, what: str, example: str) -> list[int]:
+    """'512, 256, 128' (or '[512 256]') -> [512, 256, 128]; ValueError naming `what`."""
+    out = []
+    for part in re.split(r"[,\s]+", text.strip().strip("[]")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"{what}: {part!r} is not a positive whole number; write widths "
+                             f"separated by commas, e.g. {example}")
+        out.append(int(part))
+    return out
+
+
+def parse_blocks(text: str, what: str = "CNN blocks") -> list[list[int]]:
+    """'16, 32; 64, 128' (or '[[16, 32], [64, 128]]') -> [[16, 32], [64, 128]]."""
+    pairs = []
+    for part in (p for p in text.replace("],", ";").split(";") if p.strip(" []")):
+        pair = parse_widths(part, what, "16, 32; 64, 128")
+        if len(pair) != 2:
+            raise ValueError(f"{what}: {part.strip()!r} is not a [hidden, out] channel pair; "
+                             "write pairs separated by semicolons, e.g. 16, 32; 64, 128; 128, 256")
+        pairs.append(pair)
+    return pairs
+
+
+def widths_text(widths) -> str:
+    return ", ".join(map(str, widths))
+
+
+def blocks_text(blocks) -> str:
+    return "; ".join(widths_text(b) for b in blocks)

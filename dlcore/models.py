@@ -265,6 +265,38 @@ def summarize(model: nn.Module, in_shape) -> dict:
     return out
 
 
+def summary_rows(summary: dict) -> list[dict]:
+    """The per-layer table as rows for a page: the input first, then every layer."""
+    rows = [{"layer": "input", "type": "", "output shape": str(summary["input_shape"]),
+             "parameters": 0}]
+    return rows + [{"layer": r["name"], "type": r["type"], "output shape": str(r["output_shape"]),
+                    "parameters": r["params"]} for r in summary["rows"]]
+
+
+# The seed tutorials' models, and the dataset whose input shape each was written for.
+TUTORIAL_MODELS = {
+    "Tutorial DNN": ({"arch": "dnn", "hidden_dims": [512, 256, 128], "batchnorm": True,
+                      "dropout": 0.2, "activation": "relu", "init": "kaiming"}, "mnist"),
+    "Tutorial CNN": ({"arch": "cnn", "blocks": [[16, 32], [64, 128], [128, 256]],
+                      "fc_dims": [2048, 256], "batchnorm": False, "dropout": 0.2,
+                      "activation": "relu", "init": "kaiming"}, "cifar10"),
+}
+
+
+def tutorial_counts(model_cfg: dict, in_shape) -> list[tuple[str, object, int]]:
+    """(name, DatasetInfo, trainable parameters there) of each tutorial model that `model_cfg`
+    is, counted on the tutorial's own input when `in_shape` is another one."""
+    from .config import resolve_config
+    from .datasets import BUILTIN
+
+    out = []
+    for name, (section, dataset) in TUTORIAL_MODELS.items():
+        info = BUILTIN[dataset]
+        if resolve_config({"model": section})["model"] == model_cfg and tuple(in_shape) != info.shape:
+            out.append((name, info, model_summary(model_cfg, info.shape, len(info.classes))["trainable"]))
+    return out
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"{'layer':<28} {'type':<14} {'output shape':<22} {'params':>12}"]
     lines.append(f"{'input':<28} {'':<14} {str(summary['input_shape']):<22} {0:>12,}")

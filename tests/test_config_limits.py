@@ -72,3 +72,15 @@ def test_the_dataclasses_hold_the_defaults_of_the_json_config():
     assert DNNConfig().to_json() == resolve_config({})["model"]
     assert list(PretrainedConfig().to_json()) == ["arch", "backbone", "weights", "freeze",
                                                   "input_size", "dropout", "init"]
+
+
+def test_layer_lists_typed_as_text_round_trip():
+    from dlcore.fields import blocks_text, parse_blocks, parse_widths, widths_text
+    assert parse_widths("[512, 256 128]", "w", "e") == [512, 256, 128] and parse_widths("", "w", "e") == []
+    assert widths_text([512, 256]) == "512, 256"
+    assert parse_blocks(blocks_text([[16, 32], [64, 128]])) == [[16, 32], [64, 128]]
+    assert parse_blocks("[[16, 32], [64, 128]]") == [[16, 32], [64, 128]]
+    with pytest.raises(ValueError, match="Hidden: 'abc' is not a positive whole number"):
+        parse_widths("512, abc", "Hidden", "512, 256")
+    with pytest.raises(ValueError, match="'16' is not a \\[hidden, out\\] channel pair"):
+        parse_blocks("16; 32, 64")

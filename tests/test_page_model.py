@@ -135,6 +135,7 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     monkeypatch.setattr("dlcore.pretrained._FAILED_DOWNLOADS", {})
+    return tmp_path / "torch"
 
 
 def pick_pretrained(at, weights="none"):
@@ -161,11 +162,16 @@ def test_pretrained_shows_trainable_frozen_and_where_the_weights_come_from(empty
     assert metric(at, "Frozen parameters") == "0"
 
 
-def test_pretrained_without_imagenet_weights_says_how_to_get_them(empty_runs, offline_hub):
+def test_pretrained_imagenet_weights_are_counted_unloaded_and_say_where_they_come_from(
+        empty_runs, offline_hub):
     at = open_model_page()
     pick_pretrained(at, "imagenet")
-    assert at.error and "https://download.pytorch.org/models/resnet18" in at.error[0].value
-    assert at.session_state["config"]["model"]["arch"] == "dnn", "the last valid model is kept"
+    assert not at.error, "the web process neither downloads nor loads ImageNet weights"
+    assert any("to be downloaded from https://download.pytorch.org/models/resnet18" in c.value
+               for c in at.caption)
+    assert metric(at, "Frozen parameters") == "11,176,512"
+    assert at.session_state["config"]["model"]["weights"] == "imagenet"
+    assert not (offline_hub / "hub" / "checkpoints").exists()
 
 
 def test_pretrained_local_weights_file_is_checked(empty_runs, offline_hub, tmp_path):
