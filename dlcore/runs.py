@@ -364,6 +364,13 @@ class RunStore:
         p = self.path(run_id) / "eval.json"
         return check_eval(json_object(p)) if p.exists() else None
 
+    def layers(self, run_id: str) -> dict:
+        """The run's layer statistics as series over epochs (dlcore.inspect_layers.layer_series):
+        a damaged layers.jsonl says why in `damaged` rather than raising."""
+        from .inspect_layers import layer_series
+
+        return layer_series(self.path(run_id))
+
     def active(self) -> list[RunInfo]:
         return [r for r in self.list() if r.state == "running"]
 

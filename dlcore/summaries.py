@@ -112,6 +112,52 @@ def run_progress(r) -> tuple[float, str]:
     return min(max(done, 0.0), 1.0), f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
 
 
+def train_progress(r) -> tuple[float, str]:
+    """The Train page's progress bar of a running run: the fraction of the current epoch done
+    (0..1) and what it is doing."""
+    p = r.progress or {}
+    if p.get("batches"):
+        return (min(max(float(p.get("fraction") or 0), 0.0), 1.0),
+                f"epoch {p.get('epoch')}/{r.epochs} · batch {p.get('batch')}/{p['batches']}")
+    if r.epoch >= r.epochs:
+        return 1.0, "testing the best checkpoint"
+    return 0.0, f"epoch {r.epoch + 1}/{r.epochs} · starting"
+
+
+def run_caption(r) -> str:
+    """'mnist-5k/cnn on cpu · started 2026-12-03 10:04:05' (local time) of a run."""
+    from .runs import parse_time
+
+    started = parse_time(r.started_at)
+    return (f"{r.dataset}/{r.arch} on {r.device or 'a device not known yet'}"
+            + (f" · started {started.astimezone():%Y-%m-%d %H:%M:%S}" if started else ""))
+
+
+def config_lines(cfg: dict) -> tuple[str, str]:
+    """What Start will train besides the training settings, as two Markdown lines: the data
+    (dataset, limit, validation share, augmentation) and the model (arch, its sizes, init).
+    Any config, however bad, gives text: the check comes when the run starts."""
+    from .config import DATA_DEFAULTS, limits
+
+    d = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    m = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    data = [f"`{d.get('dataset', DATA_DEFAULTS['dataset'])}`"]
+    if d.get("limit"):
+        data.append(f"limit {d['limit']}")
+    val = d.get("val_fraction", DATA_DEFAULTS["val_fraction"])
+    if isinstance(val, (int, float)) and not isinstance(val, bool):
+        data.append(f"validation {val:.0%}")
+    aug = d.get("augment") if isinstance(d.get("augment"), dict) else {}
+    data.append("augmented" if any(aug.values()) else "no augmentation")
+    arch = m.get("arch", limits("model.arch").default)
+    sizes = {"dnn": ("hidden_dims",), "cnn": ("blocks", "fc_dims"),
+             "resnet": ("stage_blocks", "base_width"),
+             "rnn": ("cell", "hidden_size", "num_layers")}.get(arch, ())
+    model = [f"`{arch}`"] + [f"{k} `{m[k]}`" for k in sizes if k in m]
+    model.append(f"init `{m.get('init', limits('model.init').default)}`")
+    return " · ".join(data), " · ".join(model)
+
+
 def sweep_progress(found: dict) -> dict:
     """The state of each run of an init sweep ({init: RunInfo or None}): `cells` (label to
     state text), `done`, `total` and `fraction` of runs that have ended."""
@@ -123,12 +169,14 @@ def sweep_progress(found: dict) -> dict:
             "fraction": done / len(found) if found else 1.0}
 
 
-def sweep_layer_series(found: dict) -> dict:
-    """Layer statistics of each finished sweep run that recorded any, by `init=` label."""
+def sweep_layer_series(found: dict) -> tuple[dict, list[str]]:
+    """Layer statistics of each sweep run that recorded any, by `init=` label, and a line for
+    each run whose layers.jsonl is damaged ("init=zeros: layers.jsonl is damaged (...)")."""
     from .inspect_layers import layer_series
 
     series = {f"init={init}": layer_series(r.path) for init, r in found.items() if r}
-    return {k: v for k, v in series.items() if v["epochs"]}
+    return ({k: v for k, v in series.items() if v["epochs"]},
+            [f"{k}: {v['damaged']}" for k, v in series.items() if v["damaged"]])
 
 
 # ---------------------------------------------------------------- Compare and Draw

@@ -197,7 +197,9 @@ def sweep_section() -> None:
             why = jobs.last_error(sweep["job"].log)
             st.error(f"The init comparison produced no run{': ' + why if why else ''}")
             return
-        series = sweep_layer_series(found)
+        series, damaged = sweep_layer_series(found)
+        for line in damaged:
+            st.warning(f"No layer statistics of {line}")
         if series:
             key = st.selectbox("Layer statistic", ["grad_norm", "act_std", "act_mean"],
                                key="sweep_stat", format_func=dict(LAYER_STATS).get)

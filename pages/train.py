@@ -4,16 +4,15 @@ of a run read back from its run directory (so a refresh or a second tab sees the
 from __future__ import annotations
 
 import copy
-import statistics
-from datetime import datetime, timezone
 
 import streamlit as st
 
 from dlcore import jobs
-from dlcore.config import DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, TRAIN_DEFAULTS, ConfigError
+from dlcore.config import TRAIN_DEFAULTS, ConfigError, limits
 from dlcore.datasets import DatasetUnavailable
 from dlcore.figures import layer_stats_figure, learning_curves
-from dlcore.inspect_layers import layer_series
+from dlcore.runs import eta, format_duration
+from dlcore.summaries import config_lines, run_caption, train_progress
 from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
 
 route_through_app()
@@ -22,12 +21,9 @@ POLL_S = 1.0
 RECENT = 30   # runs offered in the picker; older ones are on the Compare page
 ss = st.session_state
 
-# number fields of the form: (type, min, max); bounds as dlcore.config checks them
-NUMBERS = {"lr": (float, 1e-8, 10.0), "weight_decay": (float, 0.0, 1.0),
-           "batch_size": (int, 1, 65536), "epochs": (int, 1, 10000),
-           "patience": (int, 0, 10000), "seed": (int, 0, 2**32 - 1)}
-CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES,
-           "precision": PRECISIONS}
+# the train fields of the form; their bounds, choices and defaults come from limits("train.*")
+FIELDS = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "epochs", "patience",
+          "seed", "device", "precision", "compile", "layer_stats")
 
 
 @st.cache_data(show_spinner=False)
@@ -39,65 +35,46 @@ def seed_form() -> None:
     """Fill the form's widgets from config()['train'], falling back to defaults for bad values."""
     given = config().get("train")
     t = {**TRAIN_DEFAULTS, **(given if isinstance(given, dict) else {})}
-    for key, (kind, lo, hi) in NUMBERS.items():
-        try:
-            value = kind(t[key])
-            ok = lo <= value <= hi
-        except (TypeError, ValueError):
-            ok = False
-        ss.setdefault(f"train_{key}", value if ok else kind(TRAIN_DEFAULTS[key]))
-    for key, allowed in CHOICES.items():
-        ss.setdefault(f"train_{key}", t[key] if t[key] in allowed else TRAIN_DEFAULTS[key])
-    ss.setdefault("train_compile", t["compile"] if isinstance(t["compile"], bool) else False)
-    ss.setdefault("train_layer_stats", t["layer_stats"] if isinstance(t["layer_stats"], bool)
-                  else True)
+    for key in FIELDS:
+        ss.setdefault(f"train_{key}", limits(f"train.{key}").or_default(t[key]))
     ss.setdefault("train_name", "")
 
 
 def config_summary(cfg: dict) -> None:
     """What Start will train, besides the settings below; edited on the Data and Model pages."""
-    d = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    m = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-    data = [f"`{d.get('dataset', 'mnist-5k')}`"]
-    if d.get("limit"):
-        data.append(f"limit {d['limit']}")
-    data.append(f"validation {d.get('val_fraction', 0.2):.0%}"
-                if isinstance(d.get("val_fraction", 0.2), (int, float)) else "")
-    aug = d.get("augment") if isinstance(d.get("augment"), dict) else {}
-    data.append("augmented" if any(aug.values()) else "no augmentation")
-    arch = m.get("arch", "dnn")
-    sizes = {"dnn": ("hidden_dims",), "cnn": ("blocks", "fc_dims"),
-             "resnet": ("stage_blocks", "base_width"),
-             "rnn": ("cell", "hidden_size", "num_layers")}.get(arch, ())
-    model = [f"`{arch}`"] + [f"{k} `{m[k]}`" for k in sizes if k in m]
-    model.append(f"init `{m.get('init', 'kaiming')}`")
-    st.markdown(f"**Data** {' · '.join(p for p in data if p)}  \n**Model** {' · '.join(model)}")
+    data, model = config_lines(cfg)
+    st.markdown(f"**Data** {data}  \n**Model** {model}")
     a, b = st.columns(2)
     a.page_link("pages/data.py", label="Change data", icon=":material/dataset:")
     b.page_link("pages/model.py", label="Change model", icon=":material/account_tree:")
+
+
+def choice(box, label: str, key: str, **kw) -> None:
+    box.selectbox(label, limits(f"train.{key}").choices, key=f"train_{key}", **kw)
+
+
+def number(box, label: str, key: str, **kw) -> None:
+    box.number_input(label, *limits(f"train.{key}").bounds, key=f"train_{key}", **kw)
 
 
 def settings_form(busy: bool) -> bool:
     seed_form()
     with st.form("train_form"):
         a, b = st.columns(2)
-        a.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer")
-        b.number_input("Learning rate", min_value=1e-8, max_value=10.0, step=1e-4, format="%g",
-                       key="train_lr")
-        a.selectbox("Schedule", SCHEDULES, key="train_schedule",
-                    help="cosine: decays to zero over all epochs; onecycle: warm-up then decay")
-        b.number_input("Weight decay", min_value=0.0, max_value=1.0, step=1e-4, format="%g",
-                       key="train_weight_decay")
-        a.number_input("Batch size", min_value=1, max_value=65536, key="train_batch_size")
-        b.number_input("Epochs", min_value=1, max_value=10000, key="train_epochs")
-        a.number_input("Early-stopping patience", min_value=0, max_value=10000,
-                       key="train_patience",
-                       help="epochs without a lower validation loss before stopping; 0 = off")
-        b.number_input("Seed", min_value=0, max_value=2**32 - 1, key="train_seed")
+        choice(a, "Optimizer", "optimizer")
+        number(b, "Learning rate", "lr", step=1e-4, format="%g")
+        choice(a, "Schedule", "schedule",
+               help="cosine: decays to zero over all epochs; onecycle: warm-up then decay")
+        number(b, "Weight decay", "weight_decay", step=1e-4, format="%g")
+        number(a, "Batch size", "batch_size")
+        number(b, "Epochs", "epochs")
+        number(a, "Early-stopping patience", "patience",
+               help="epochs without a lower validation loss before stopping; 0 = off")
+        number(b, "Seed", "seed")
         labels = jobs.device_labels(devices())
-        a.selectbox("Device", DEVICES, key="train_device", format_func=labels.__getitem__)
-        b.selectbox("Precision", PRECISIONS, key="train_precision",
-                    help="auto: bf16 mixed precision on a CUDA GPU that supports it, else fp32")
+        choice(a, "Device", "device", format_func=labels.__getitem__)
+        choice(b, "Precision", "precision",
+               help="auto: bf16 mixed precision on a CUDA GPU that supports it, else fp32")
         a.text_input("Run name", max_chars=80, key="train_name", placeholder="optional")
         b.checkbox("torch.compile", key="train_compile",
                    help="compiles the model first: pays off on long GPU runs, not on short ones")
@@ -113,8 +90,7 @@ def settings_form(busy: bool) -> bool:
 def start() -> None:
     # train keys this form does not know are kept: dlcore.config checks them all
     train = config().get("train") if isinstance(config().get("train"), dict) else {}
-    config()["train"] = {**train, **{k: ss[f"train_{k}"] for k in (*NUMBERS, *CHOICES, "compile",
-                                                                   "layer_stats")}}
+    config()["train"] = {**train, **{k: ss[f"train_{k}"] for k in FIELDS}}
     try:
         job = jobs.start_training(copy.deepcopy(config()), runs_dir(), ss["train_name"] or None,
                                   data_root())
@@ -172,41 +148,6 @@ def monitor(was_live: bool) -> None:
 
 # ---------------------------------------------------------------- one run
 
-def parse_time(s):
-    try:
-        return datetime.fromisoformat(s)
-    except (TypeError, ValueError):
-        return None
-
-
-def duration(seconds) -> str:
-    if seconds is None:
-        return "—"
-    s = int(round(max(seconds, 0)))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
-
-
-def timing(r, metrics) -> tuple[float | None, float | None]:
-    """(elapsed seconds, estimated seconds left) from the status times and per-epoch seconds."""
-    start = parse_time(r.started_at)
-    end = parse_time(r.finished_at) if r.finished_at else (
-        datetime.now(timezone.utc) if r.state == "running" else None)
-    elapsed = (end - start).total_seconds() if start and end else None
-    if r.state != "running":
-        return elapsed, None
-    frac = (r.progress or {}).get("fraction") or 0.0
-    secs = [m["seconds"] for m in metrics if isinstance(m.get("seconds"), (int, float))]
-    if secs:
-        per_epoch = statistics.fmean(secs)
-    elif elapsed and frac > 0.02:
-        per_epoch = elapsed / frac
-    else:
-        return elapsed, None
-    return elapsed, per_epoch * max(r.epochs - r.epoch - frac, 0.0)
-
-
 def state_banner(r, ev) -> None:
     if r.state == "completed":
         acc = f": test accuracy **{ev['accuracy']:.2%}**" if isinstance(ev, dict) and \
@@ -219,18 +160,6 @@ def state_banner(r, ev) -> None:
                    "so far.", icon=":material/stop_circle:")
     elif r.state == "failed":
         st.error(f"Failed: {r.error or 'no error was recorded'}")
-
-
-def progress_bar(r) -> None:
-    p = r.progress or {}
-    if p.get("batches"):
-        st.progress(min(max(float(p.get("fraction") or 0), 0.0), 1.0),
-                    text=f"epoch {p.get('epoch')}/{r.epochs} · "
-                         f"batch {p.get('batch')}/{p['batches']}")
-    elif r.epoch >= r.epochs:
-        st.progress(1.0, text="testing the best checkpoint")
-    else:
-        st.progress(0.0, text=f"epoch {r.epoch + 1}/{r.epochs} · starting")
 
 
 def curves_figure(r, metrics):
@@ -253,11 +182,9 @@ def run_view(r, busy: bool) -> None:
     except (OSError, ValueError, ConfigError) as e:
         st.error(f"Run {r.id} cannot be read: {e}")
         return
-    started = parse_time(r.started_at)
-    st.caption(f"{r.dataset}/{r.arch} on {r.device or 'a device not known yet'}"
-               + (f" · started {started.astimezone():%Y-%m-%d %H:%M:%S}" if started else ""))
+    st.caption(run_caption(r))
     state_banner(r, ev)
-    elapsed, left = timing(r, metrics)
+    elapsed, left = eta(r, metrics)
     # tiles wrap onto a second line rather than cutting their numbers off in a narrow column
     with st.container(horizontal=True, gap="medium"):
         tile = dict(width="content")
@@ -265,14 +192,15 @@ def run_view(r, busy: bool) -> None:
         st.metric("Best epoch", r.best_epoch if r.best_epoch is not None else "—", **tile)
         st.metric("Best val accuracy", f"{r.best_val_acc:.2%}" if r.best_val_acc is not None
                   else "—", help="at the epoch with the lowest validation loss", **tile)
-        st.metric("Elapsed", duration(elapsed), **tile)
+        st.metric("Elapsed", format_duration(elapsed), **tile)
         if r.state == "running":
-            st.metric("Remaining", duration(left), help="estimated from the seconds per epoch "
-                      "so far; early stopping may end sooner", **tile)
+            st.metric("Remaining", format_duration(left), **tile,
+                      help="estimated from the seconds per epoch so far; early stopping may end "
+                           "sooner")
     if r.state == "running":
         a, b = st.columns([5, 1], vertical_alignment="bottom")
-        with a:
-            progress_bar(r)
+        fraction, text = train_progress(r)
+        a.progress(fraction, text=text)
         if b.button("Stop", icon=":material/stop:", key=f"stop_{r.id}", width="stretch"):
             jobs.stop(runs_dir(), r.id)
             st.toast("Stopping at the next batch; last.pt will hold the weights.")
@@ -287,7 +215,9 @@ def run_view(r, busy: bool) -> None:
 
 def layers_view(r) -> None:
     """Per-layer statistics of layers.jsonl, rebuilt only when an epoch was added."""
-    series = layer_series(r.path)
+    series = store().layers(r.id)
+    if series["damaged"]:
+        st.warning(f"No layer statistics: {series['damaged']}")
     if not series["epochs"]:
         return
     key = (r.id, tuple(series["epochs"]))

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from browser import (STEP_MS, VIEWPORT, AppServer, assert_clean, choose, copy_log, eventually,
-                     launch_chromium, metric, open_page, plotly_traces, require_browser, say,
-                     screenshots_dir, selected, set_text, shot, wait_idle)
+                     launch_chromium, metric, open_page, plotly_traces, problems_on_screen,
+                     require_browser, say, screenshots_dir, selected, set_text, shot, wait_idle)
 
 pytestmark = pytest.mark.browser
 
@@ -217,9 +217,19 @@ def test_training_chart_updates_live_without_reload(app, page, state):
             seen.append(got)
         return got
 
-    eventually(lambda: epochs_drawn() == (1,), 180, 0.2, what="the chart with epoch 1 only")
+    def until_drawn(epochs, what):
+        try:
+            eventually(lambda: epochs_drawn() == epochs, 180, 0.2, what=what)
+        except AssertionError as e:     # say what the page and the runs directory showed
+            shot(page, "04-train-timed-out")
+            runs = [(r.name, r.state, r.epoch, r.damaged) for r in RunStore(app.runs_dir).list()]
+            raise AssertionError(f"{e}; charts drawn {seen}, watching "
+                                 f"{selected(page, 'Watch run')!r}, runs {runs}, on screen "
+                                 f"{problems_on_screen(page)}") from None
+
+    until_drawn((1,), "the chart with epoch 1 only")
     shot(page, "04-train-epoch-1")
-    eventually(lambda: epochs_drawn() == (1, 2), 180, 0.2, what="the chart with epochs 1 and 2")
+    until_drawn((1, 2), "the chart with epochs 1 and 2")
     page.get_by_text("Completed after 2 epoch(s)").wait_for(timeout=180_000)
     wait_idle(page)
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"

@@ -201,3 +201,14 @@ def test_run_without_layer_statistics_shows_no_such_figure(tiny_runs):
     at.selectbox(key="train_watch").set_value(dnn).run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 1          # the learning curves only
+
+
+def test_a_damaged_layers_file_is_named_and_the_curves_still_show(tiny_runs):
+    runs, dnn, _ = tiny_runs
+    (runs / dnn / "layers.jsonl").write_bytes(b"\x00\xff not json\n")
+    at = open_train()
+    at.selectbox(key="train_watch").set_value(dnn).run()
+    assert not at.exception, at.exception
+    assert any(w.value.startswith("No layer statistics: layers.jsonl is damaged")
+               for w in at.warning), [w.value for w in at.warning]
+    assert len(at.get("plotly_chart")) == 1          # the learning curves only

@@ -1,6 +1,8 @@
 """What the pages show, worked out in dlcore: each summary from known inputs."""
 import json
+from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -104,9 +106,52 @@ def test_sweep_layer_series_skips_runs_without_layer_statistics(tiny_runs):
     runs, dnn, cnn = tiny_runs
     (runs / cnn / "layers.jsonl").unlink()
     store = RunStore(runs)
-    series = s.sweep_layer_series({"kaiming": store.get(dnn), "zeros": store.get(cnn),
-                                   "xavier": None})
+    series, damaged = s.sweep_layer_series({"kaiming": store.get(dnn), "zeros": store.get(cnn),
+                                            "xavier": None})
     assert list(series) == ["init=kaiming"] and series["init=kaiming"]["epochs"] == [0, 1, 2]
+    assert damaged == []
+
+
+def test_sweep_layer_series_names_a_damaged_layers_file(tiny_runs):
+    runs, dnn, cnn = tiny_runs
+    (runs / cnn / "layers.jsonl").write_bytes(b"\x00\xffnot json\n")
+    store = RunStore(runs)
+    series, damaged = s.sweep_layer_series({"kaiming": store.get(dnn), "zeros": store.get(cnn)})
+    assert list(series) == ["init=kaiming"]
+    assert len(damaged) == 1 and damaged[0].startswith("init=zeros: layers.jsonl is damaged")
+
+
+def test_train_progress_is_the_current_epochs_batches():
+    def running(**kw):
+        return SimpleNamespace(**{"epoch": 1, "epochs": 3, "progress": None, **kw})
+
+    assert s.train_progress(running(progress={"epoch": 2, "batch": 5, "batches": 20,
+                                          "fraction": 0.25})) == (0.25, "epoch 2/3 · batch 5/20")
+    assert s.train_progress(running(progress={"epoch": 2, "batch": 99, "batches": 20,
+                                          "fraction": 4.9}))[0] == 1.0
+    assert s.train_progress(running()) == (0.0, "epoch 2/3 · starting")
+    assert s.train_progress(running(epoch=3)) == (1.0, "testing the best checkpoint")
+
+
+def test_config_lines_say_what_start_will_train_from_any_config():
+    cfg = {"data": {"dataset": "digits", "limit": 300, "val_fraction": 0.1,
+                    "augment": {"hflip": True}},
+           "model": {"arch": "cnn", "blocks": [[8, 16]], "fc_dims": [32], "init": "xavier"}}
+    assert s.config_lines(cfg) == ("`digits` · limit 300 · validation 10% · augmented",
+                                   "`cnn` · blocks `[[8, 16]]` · fc_dims `[32]` · init `xavier`")
+    assert s.config_lines({}) == ("`mnist-5k` · validation 20% · no augmentation",
+                                  "`dnn` · init `kaiming`")
+    assert s.config_lines({"data": "bad", "model": {"arch": "rnn", "cell": "lstm"},
+                           "train": None})[1] == "`rnn` · cell `lstm` · init `kaiming`"
+
+
+def test_run_caption_names_data_model_device_and_local_start():
+    r = SimpleNamespace(dataset="digits", arch="dnn", device=None, started_at=None)
+    assert s.run_caption(r) == "digits/dnn on a device not known yet"
+    r = SimpleNamespace(dataset="digits", arch="dnn", device="cpu",
+                        started_at="2026-12-03T10:04:05+00:00")
+    local = datetime(2026, 12, 3, 10, 4, 5, tzinfo=timezone.utc).astimezone()
+    assert s.run_caption(r) == f"digits/dnn on cpu · started {local:%Y-%m-%d %H:%M:%S}"
 
 
 # ---------------------------------------------------------------- Compare and Draw
