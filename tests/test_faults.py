@@ -227,10 +227,7 @@ def test_two_epochs_straight_equal_one_plus_resume_plus_one(schedule, tmp_path):
 
 def test_stopped_run_resumes_from_the_command_line(tmp_path):
     runs = tmp_path / "runs"
-    cfg = json.loads(json.dumps(LONG))
-    cfg["train"]["epochs"] = 3
-    cfg["data"]["limit"] = None        # 800 steps an epoch: it reports progress before it ends
-    proc = worker(cfg, runs, tmp_path)
+    proc = worker(LONG, runs, tmp_path)       # 100 epochs: it is stopped long before its end
     try:
         run = wait_for(lambda: next((r for r in RunStore(runs).list()
                                      if r.progress or r.epoch), None), worker=proc,
@@ -239,13 +236,17 @@ def test_stopped_run_resumes_from_the_command_line(tmp_path):
         proc.wait(timeout=30)
     finally:
         proc.kill()
-    assert RunStore(runs).get(run.id).state == "stopped"
-    out = subprocess.run([sys.executable, "-m", "dlcore", "resume", str(runs / run.id)],
+    stopped = RunStore(runs).get(run.id)
+    assert stopped.state == "stopped" and stopped.epoch < 100
+    target = stopped.epoch + 1               # the epoch it stopped in, done again from last.pt
+    out = subprocess.run([sys.executable, "-m", "dlcore", "resume", str(runs / run.id),
+                          "--epochs", str(target)],
                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     info = RunStore(runs).get(run.id)
-    assert info.state == "completed" and [r["epoch"] for r in read_metrics(info.path)] == [1, 2, 3]
+    assert info.state == "completed" and info.epoch == target
+    assert [r["epoch"] for r in read_metrics(info.path)] == list(range(1, target + 1))
 
 
 def test_a_second_worker_is_refused_by_the_run_lock(tiny_runs):
