@@ -186,9 +186,13 @@ def cmd_summary(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_config_file
+    from .runs import check_name
+
+    # the input errors that need no data come at once, before torch loads (seconds)
+    cfg = load_config_file(args.config)
+    check_name(args.name)
     from .train import train
 
-    cfg = load_config_file(args.config)
     run_dir = train(cfg, runs_dir=args.runs_dir, name=args.name, data_root=args.data_root,
                     progress=not args.no_progress and sys.stderr.isatty(),
                     log=lambda s: print(s, flush=True), run_dir=args.run_dir)
@@ -213,11 +217,13 @@ def cmd_init_sweep(args) -> int:
 
 def cmd_resume(args) -> int:
     from .config import ConfigError
-    from .train import resume
 
     if args.epochs is not None and not 1 <= args.epochs <= 10000:
         raise ConfigError(f"--epochs: {args.epochs} is out of range; allowed: from 1 to 10000")
-    run_dir = resume(_run_dir(args.run_dir), data_root=args.data_root, epochs=args.epochs,
+    run_dir = _run_dir(args.run_dir)
+    from .train import resume
+
+    run_dir = resume(run_dir, data_root=args.data_root, epochs=args.epochs,
                      progress=not args.no_progress and sys.stderr.isatty(),
                      log=lambda s: print(s, flush=True))
     print(run_dir, flush=True)
@@ -225,18 +231,18 @@ def cmd_resume(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    run_dir = _run_dir(args.run_dir)
     from .evaluate import evaluate_run
 
-    run_dir = _run_dir(args.run_dir)
     result = evaluate_run(run_dir, data_root=args.data_root)
     print(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_predict(args) -> int:
+    run_dir = _run_dir(args.run_dir)
     from .predict import predict
 
-    run_dir = _run_dir(args.run_dir)
     for path in args.images:
         (r,) = predict(run_dir, [path])
         print(f"{path}\t{r['class']}\t{r['probability']:.4f}")

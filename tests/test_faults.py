@@ -83,7 +83,7 @@ def test_killing_a_writer_mid_write_never_leaves_a_broken_file(tmp_path):
         except FileNotFoundError:
             return 0
 
-    for _ in range(15):
+    for _ in range(8):
         before = written()
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(run)], env=env)
         wait_for(lambda: written() > before, worker=proc, what="a write")   # writing has begun

@@ -58,8 +58,8 @@ def test_default_config_reaches_92_percent_from_the_command_line(tmp_path):
 
 
 def test_a_cnn_reaches_95_percent(tmp_path):
-    cfg = {"model": {"arch": "cnn", "blocks": [[32, 32], [64, 64]], "fc_dims": [128]},
-           "train": {"epochs": 3, "batch_size": 64, "device": "cpu"}}
+    cfg = {"model": {"arch": "cnn", "blocks": [[16, 32], [32, 64]], "fc_dims": [32]},
+           "train": {"epochs": 2, "batch_size": 32, "device": "cpu"}}
     run = train_quietly(cfg, tmp_path)
     assert json.loads((run / "eval.json").read_text())["accuracy"] >= 0.95
 
