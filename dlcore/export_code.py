@@ -15,7 +15,7 @@ from . import models, optim, pretrained
 from .config import ConfigError
 from .models import checked_checkpoint
 
-ARCH_CODE = {"dnn": ("_fc_block", "DNN"), "cnn": ("_fc_block", "CNN"),
+ARCH_CODE = {"dnn": ("_fc_block", "_fc_head", "DNN"), "cnn": ("_fc_block", "_fc_head", "CNN"),
              "resnet": ("BasicBlock", "ResNet"), "rnn": ("RNN",), "pretrained": ()}
 
 HEADER = '''"""{title}

@@ -24,12 +24,8 @@ class DNN(nn.Module):
 
     def __init__(self, cfg, in_shape, num_classes):
         super().__init__()
-        layers, width = [nn.Flatten()], in_shape[0] * in_shape[1] * in_shape[2]
-        for h in cfg["hidden_dims"]:
-            layers += _fc_block(width, h, cfg)
-            width = h
-        layers.append(nn.Linear(width, num_classes))
-        self.net = nn.Sequential(*layers)
+        width = in_shape[0] * in_shape[1] * in_shape[2]
+        self.net = nn.Sequential(*_fc_head(width, cfg["hidden_dims"], num_classes, cfg))
 
     def forward(self, x):
         return self.net(x)
@@ -56,15 +52,19 @@ class CNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
             c, h, w = out, h // 2, w // 2
         self.features = nn.Sequential(*layers)
-        head, width = [nn.Flatten()], c * h * w
-        for d in cfg["fc_dims"]:
-            head += _fc_block(width, d, cfg)
-            width = d
-        head.append(nn.Linear(width, num_classes))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = nn.Sequential(*_fc_head(c * h * w, cfg["fc_dims"], num_classes, cfg))
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+def _fc_head(width, dims, num_classes, cfg) -> list:
+    """Flatten, a fully connected block per width in `dims`, then the output layer."""
+    layers = [nn.Flatten()]
+    for d in dims:
+        layers += _fc_block(width, d, cfg)
+        width = d
+    return layers + [nn.Linear(width, num_classes)]
 
 
 def _fc_block(n_in, n_out, cfg):
