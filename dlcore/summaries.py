@@ -8,6 +8,9 @@ import json
 from functools import partial
 from pathlib import Path
 
+from .config import DATA_DEFAULTS, limits
+from .timing import parse_time
+
 # ---------------------------------------------------------------- Evaluate
 
 
@@ -126,8 +129,6 @@ def train_progress(r) -> tuple[float, str]:
 
 def run_caption(r) -> str:
     """'mnist-5k/cnn on cpu · started 2026-12-03 10:04:05' (local time) of a run."""
-    from .runs import parse_time
-
     started = parse_time(r.started_at)
     return (f"{r.dataset}/{r.arch} on {r.device or 'a device not known yet'}"
             + (f" · started {started.astimezone():%Y-%m-%d %H:%M:%S}" if started else ""))
@@ -137,8 +138,6 @@ def config_lines(cfg: dict) -> tuple[str, str]:
     """What Start will train besides the training settings, as two Markdown lines: the data
     (dataset, limit, validation share, augmentation) and the model (arch, its sizes, init).
     Any config, however bad, gives text: the check comes when the run starts."""
-    from .config import DATA_DEFAULTS, limits
-
     d = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     m = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
     data = [f"`{d.get('dataset', DATA_DEFAULTS['dataset'])}`"]

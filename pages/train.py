@@ -11,7 +11,7 @@ from dlcore import jobs
 from dlcore.config import TRAIN_DEFAULTS, ConfigError, limits
 from dlcore.datasets import DatasetUnavailable
 from dlcore.figures import layer_stats_figure, learning_curves
-from dlcore.runs import eta, format_duration
+from dlcore.timing import eta, format_duration
 from dlcore.summaries import config_lines, run_caption, train_progress
 from pages.common import config, data_root, route_through_app, run_label, runs_dir, store
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from dlcore.compare import compare_runs
-from dlcore.runs import (RunInfo, RunStore, best_epoch, eta, format_duration, now_iso,
-                         parse_time)
+from dlcore.runs import RunInfo, RunStore, best_epoch, now_iso
+from dlcore.timing import eta, format_duration, parse_time
 from dlcore.runwriter import RunWriter
 
 ROWS = [{"epoch": 1, "val_loss": 0.9, "val_acc": 0.5}, {"epoch": 2, "val_loss": 0.4, "val_acc": 0.7},
