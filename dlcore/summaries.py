@@ -108,11 +108,16 @@ def run_downloads(run_dir, run_id: str) -> list[dict]:
 # ---------------------------------------------------------------- runs in progress
 
 
+def _clamp(fraction: float) -> float:
+    """A progress fraction as st.progress takes it: 0..1 whatever a status file says."""
+    return min(max(fraction, 0.0), 1.0)
+
+
 def run_progress(r) -> tuple[float, str]:
     """How far a running run is, 0..1 including the current epoch's batches, and its label."""
     p = r.progress or {}
     done = (r.epoch + (p.get("fraction") or 0)) / max(r.epochs, 1)
-    return min(max(done, 0.0), 1.0), f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
+    return _clamp(done), f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
 
 
 def train_progress(r) -> tuple[float, str]:
@@ -120,7 +125,7 @@ def train_progress(r) -> tuple[float, str]:
     (0..1) and what it is doing."""
     p = r.progress or {}
     if p.get("batches"):
-        return (min(max(float(p.get("fraction") or 0), 0.0), 1.0),
+        return (_clamp(float(p.get("fraction") or 0)),
                 f"epoch {p.get('epoch')}/{r.epochs} · batch {p.get('batch')}/{p['batches']}")
     if r.epoch >= r.epochs:
         return 1.0, "testing the best checkpoint"
