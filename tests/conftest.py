@@ -16,9 +16,11 @@ if str(ROOT) not in sys.path:
 
 # Each pytest-xdist worker, and every training process its tests start, gets its share of the
 # cores (set before torch is imported): torch's threads spinning on a core that another worker
-# is using slow both down several times over.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+# is using slow both down several times over. Only a worker sets it: the controlling process
+# loads this file too, before it starts the workers, and they inherit its environment.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 # a few hundred samples, two epochs: each run takes a second or two on a CPU
 TINY = {"data": {"dataset": "mnist-5k", "limit": 400},
