@@ -7,7 +7,9 @@ import streamlit as st
 
 from pages.common import ROUTED_KEY, init_state, refuse_foreign_host, sidebar
 
-st.set_page_config(page_title="DL dashboard", page_icon=":material/neurology:", layout="wide")
+# the tab icon is an emoji, drawn by the browser: a ":material/...:" one is fetched from a font
+# server on every page load (the in-page icons come from a font Streamlit ships)
+st.set_page_config(page_title="DL dashboard", page_icon="🧠", layout="wide")
 refuse_foreign_host()       # before anything from the runs directory is read
 init_state()
 st.session_state[ROUTED_KEY] = True

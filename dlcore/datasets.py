@@ -37,7 +37,7 @@ class DatasetInfo:
     classes: tuple
     shape: tuple          # (C, H, W)
     source: str
-    how_to_get: str
+    offline: str          # how to get it without a download ("" when there is none)
     drawable: bool        # a drawn digit or sketch (gray, light on dark) is a fair input
 
 
@@ -50,18 +50,15 @@ BUILTIN = {
         "1,797 8x8 digits shipped inside scikit-learn", "always available", True),
     "mnist": DatasetInfo(
         "mnist", "MNIST", DIGITS, (1, 28, 28), "torchvision (MNIST/raw under the data root)",
-        "download it from the Data page or with `python -m dlcore download mnist` (needs "
-        "internet), or put the four idx files in DATA_ROOT/MNIST/raw", True),
+        "put the four idx files in DATA_ROOT/MNIST/raw", True),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist", "Fashion-MNIST", FASHION, (1, 28, 28),
         "torchvision (FashionMNIST/raw under the data root) or Debian's dataset-fashion-mnist",
-        "`apt-get install dataset-fashion-mnist`, or download it from the Data page or with "
-        "`python -m dlcore download fashion-mnist` (needs internet)", True),
+        "`apt-get install dataset-fashion-mnist`", True),
     "cifar10": DatasetInfo(
         "cifar10", "CIFAR-10", CIFAR10, (3, 32, 32),
         "torchvision (cifar-10-batches-py or -bin under the data root)",
-        "download it from the Data page or with `python -m dlcore download cifar10` (needs "
-        "internet), or unpack cifar-10-python.tar.gz into DATA_ROOT", False),
+        "unpack cifar-10-python.tar.gz into DATA_ROOT", False),
 }
 
 
@@ -91,8 +88,14 @@ def dataset_info(data_cfg: dict | str, data_root=None) -> DatasetInfo:
                        channels == 1)
 
 
-def _how_to_get(name: str, root: Path) -> str:
-    return BUILTIN[name].how_to_get.replace("DATA_ROOT", str(root.resolve()))
+def how_to_get(name: str, root: Path, on_data_page: bool = False) -> str:
+    """How to get a missing built-in dataset into `root`. The Data page, which shows its own
+    Download button, gets the text without the pointer to that button."""
+    button = "" if on_data_page else "the Download button on the Data page or "
+    download = (f"download it with {button}`python -m dlcore download {name}` (needs internet)"
+                if BUILTIN[name].source.startswith("torchvision") else "")
+    offline = BUILTIN[name].offline.replace("DATA_ROOT", str(Path(root).resolve()))
+    return ", or ".join(part for part in (download, offline) if part)
 
 
 def availability(name: str, data_root=None) -> tuple[bool, str]:
@@ -102,7 +105,7 @@ def availability(name: str, data_root=None) -> tuple[bool, str]:
     try:
         return _availability(name, root)
     except OSError:
-        return False, _how_to_get(name, root) if name in BUILTIN else "cannot be read"
+        return False, how_to_get(name, root) if name in BUILTIN else "cannot be read"
 
 
 def _availability(name: str, root: Path) -> tuple[bool, str]:
@@ -110,15 +113,15 @@ def _availability(name: str, root: Path) -> tuple[bool, str]:
         return True, BUILTIN[name].source
     if name == "mnist":
         d = _idx_dir([root / "MNIST" / "raw"])
-        return (True, str(d)) if d else (False, _how_to_get(name, root))
+        return (True, str(d)) if d else (False, how_to_get(name, root))
     if name == "fashion-mnist":
         d = _idx_dir([root / "FashionMNIST" / "raw", FASHION_SYSTEM_DIR])
-        return (True, str(d)) if d else (False, _how_to_get(name, root))
+        return (True, str(d)) if d else (False, how_to_get(name, root))
     if name == "cifar10":
         for sub in ("cifar-10-batches-bin", "cifar-10-batches-py"):
             if (root / sub / "test_batch").exists() or (root / sub / "test_batch.bin").exists():
                 return True, str(root / sub)
-        return False, _how_to_get(name, root)
+        return False, how_to_get(name, root)
     if name == "folder":
         return True, "your own images: one sub-folder per class (set data.root)"
     raise ConfigError(f"data.dataset: unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
@@ -139,7 +142,7 @@ def download(name: str, data_root=None) -> str:
     except Exception as e:  # network errors come in many types
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise DatasetUnavailable(f"{name}: download failed ({e.__class__.__name__}: {first}); "
-                                 f"{_how_to_get(name, root)}") from None
+                                 f"{how_to_get(name, root)}") from None
     ok, where = availability(name, root)
     if not ok:
         raise DatasetUnavailable(f"{name}: downloaded, but the files were not found under {root}")

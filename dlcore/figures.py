@@ -138,9 +138,8 @@ def layer_stats_figure(series: dict, height: int | None = None, log_scale: bool 
 
     Std and gradient norm use a log axis by default, since exploding or vanishing values span
     many orders of magnitude; zeros (a dead layer) cannot sit on it and show as gaps."""
-    # two-line titles: beside the legend, three panels are narrow in a page's column
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
-                        subplot_titles=[t.replace(" ", "<br>", 1) for _, t in LAYER_STATS])
+                        subplot_titles=[t for _, t in LAYER_STATS])
     epochs = series.get("epochs") or []
     for i, layer in enumerate(series.get("layers") or []):
         color = PALETTE[i % len(PALETTE)]
@@ -159,8 +158,17 @@ def layer_stats_figure(series: dict, height: int | None = None, log_scale: bool 
         fig.update_yaxes(type="log", row=1, col=3)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(epochs) <= 12 else None)
     fig.update_annotations(font_size=13)
-    fig.update_layout(height=height or 380, margin={"l": 20, "r": 20, "t": 60, "b": 40},
-                      legend={"font": {"size": 10}})
+    return _legend_below(fig, len(series.get("layers") or []), height or 340)
+
+
+def _legend_below(fig: go.Figure, items: int, plot_height: int) -> go.Figure:
+    """The legend in rows under the panels, the figure tall enough to hold it all: beside
+    them it left the panels too narrow for their titles, and a long one scrolled."""
+    rows = -(-items // 3)                    # about three layer names fit in a row
+    fig.update_layout(height=plot_height + 22 * rows,
+                      margin={"l": 20, "r": 20, "t": 40, "b": 20},
+                      legend={"font": {"size": 10}, "orientation": "h", "yanchor": "top",
+                              "y": -0.12 - 0.02 * rows, "xanchor": "left", "x": 0})
     return fig
 
 
@@ -190,6 +198,4 @@ def init_sweep_figure(series_by_run: dict[str, dict], key: str = "grad_norm",
         fig.update_yaxes(type="log")
     fig.update_yaxes(title_text=title, row=1, col=1)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=height or 340, margin={"l": 20, "r": 20, "t": 40, "b": 40},
-                      legend={"font": {"size": 10}})
-    return fig
+    return _legend_below(fig, len(names), height or 320)

@@ -34,6 +34,10 @@ class RunWriter:
         self.write_status(progress={"epoch": epoch, "batch": batch, "batches": batches,
                                     "fraction": round(batch / batches, 4)})
 
+    def testing(self) -> None:
+        """Training is over and the best checkpoint is being tested (the bar stays full)."""
+        self.write_status(progress={"testing": True, "fraction": 1.0})
+
     def end(self, state: str, **changes) -> None:
         self.write_status(state=state, finished_at=now_iso(), progress=None, **changes)
 

@@ -116,8 +116,17 @@ def _clamp(fraction: float) -> float:
 def run_progress(r) -> tuple[float, str]:
     """How far a running run is, 0..1 including the current epoch's batches, and its label."""
     p = r.progress or {}
+    if _testing(r):
+        return 1.0, f"{r.name or r.id}: testing the best checkpoint"
     done = (r.epoch + (p.get("fraction") or 0)) / max(r.epochs, 1)
     return _clamp(done), f"{r.name or r.id}: epoch {p.get('epoch', r.epoch + 1)}/{r.epochs}"
+
+
+def _testing(r) -> bool:
+    """Training is over (the last epoch, or early stopping) and the test split is running."""
+    p = r.progress or {}
+    return bool(p.get("testing")) or (not p.get("batches") and r.epochs > 0
+                                       and r.epoch >= r.epochs)
 
 
 def train_progress(r) -> tuple[float, str]:
@@ -127,7 +136,7 @@ def train_progress(r) -> tuple[float, str]:
     if p.get("batches"):
         return (_clamp(float(p.get("fraction") or 0)),
                 f"epoch {p.get('epoch')}/{r.epochs} · batch {p.get('batch')}/{p['batches']}")
-    if r.epoch >= r.epochs:
+    if _testing(r):
         return 1.0, "testing the best checkpoint"
     return 0.0, f"epoch {r.epoch + 1}/{r.epochs} · starting"
 

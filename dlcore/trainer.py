@@ -160,6 +160,7 @@ class Trainer:
                     self.log(f"early stopping: val_loss has not improved for {s.early.bad_epochs} epochs")
                     w.status["early_stopped"] = epoch
                     break
+            w.testing()
             result = final_evaluation(w.run_dir, self.splits, self.device, 2 * s.batch_size, w.note)
             w.finish(self.cfg, result)
             w.end("completed")

@@ -96,8 +96,9 @@ def _source_controls(available: dict) -> tuple[str, str | None, int]:
     if ok:
         st.caption(f"From: {where}")
     else:
-        st.warning(f"**{datasets.BUILTIN[name].title}** is not on this machine. To get it: {where}. "
-                   f"DATA_ROOT is `{os.path.abspath(data_root())}`.")
+        st.warning(f"**{datasets.BUILTIN[name].title}** is not on this machine. To get it: "
+                   f"{datasets.how_to_get(name, data_root(), on_data_page=True)}. The data "
+                   f"folder ($DLCORE_DATA) is `{os.path.abspath(data_root())}`.")
         if st.button(f"Download {name}", icon=":material/download:",
                      help="Needs an internet connection."):
             _download(name)
@@ -197,7 +198,11 @@ try:
 except ConfigError as e:
     problem = str(e)
 
-if problem:
+if name == "folder" and not folder:
+    with top_right:       # nothing is wrong yet: the path is still to be typed
+        st.info("Type the path of a folder that holds one sub-folder of images per class "
+                "(its name is the class).")
+elif problem:
     with top_right:
         st.error(problem)
 elif not available[name][0]:

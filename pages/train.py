@@ -59,7 +59,7 @@ def number(box, label: str, key: str, **kw) -> None:
 
 def settings_form(busy: bool) -> bool:
     seed_form()
-    with st.form("train_form"):
+    with st.form("train_form", enter_to_submit=False):   # only Start starts a run
         a, b = st.columns(2)
         choice(a, "Optimizer", "optimizer")
         number(b, "Learning rate", "lr", step=1e-4, format="%g")

@@ -73,7 +73,11 @@ def test_mnist_loads_from_idx_files(tmp_path, gz):
 
 def test_missing_dataset_says_how_to_get_it(tmp_path):
     ok, how = availability("mnist", tmp_path)
-    assert not ok and "download" in how
+    assert not ok and how == ("download it with the Download button on the Data page or "
+                              "`python -m dlcore download mnist` (needs internet), or put the "
+                              f"four idx files in {tmp_path.resolve()}/MNIST/raw")
+    assert availability("cifar10", tmp_path)[1].endswith(
+        f"or unpack cifar-10-python.tar.gz into {tmp_path.resolve()}")
     with pytest.raises(DatasetUnavailable, match="not on this machine"):
         load_arrays("mnist", str(tmp_path))
 

@@ -86,3 +86,20 @@ def test_layer_stats_switch_is_validated():
     assert resolve_config({})["train"]["layer_stats"] is True
     with pytest.raises(ConfigError, match="train.layer_stats"):
         resolve_config({"train": {"layer_stats": "yes"}})
+
+
+def test_the_layer_chart_has_whole_titles_and_a_legend_that_never_scrolls(tiny_runs):
+    from dlcore.figures import layer_stats_figure
+
+    runs, _, cnn_id = tiny_runs
+    series = layer_series(runs / cnn_id)
+    fig = layer_stats_figure(series)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["activation std", "activation mean", "weight-gradient norm"]
+    # the legend sits in rows under the panels, and the figure grows to hold every row
+    legend = fig.layout.legend
+    assert legend.orientation == "h" and legend.y < 0 and legend.yanchor == "top"
+    rows = -(-len(series["layers"]) // 3)
+    assert fig.layout.height == 340 + 22 * rows
+    names = {t.name for t in fig.data if t.showlegend}
+    assert names == {f"{l['name']} ({l['type']})" for l in series["layers"]}

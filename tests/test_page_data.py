@@ -85,7 +85,11 @@ def test_unavailable_dataset_says_how_to_get_it(empty_runs, tmp_path, monkeypatc
     at = open_data_page()
     at.selectbox(key="data_dataset").set_value("mnist").run()
     assert not at.exception
-    assert "not on this machine" in at.warning[0].value and "download" in at.warning[0].value
+    warning = at.warning[0].value
+    assert "not on this machine" in warning and "`python -m dlcore download mnist`" in warning
+    # the user is on the Data page, whose Download button is right below; the variable is named
+    assert "Data page" not in warning and "DATA_ROOT" not in warning
+    assert f"($DLCORE_DATA) is `{tmp_path / 'empty'}`" in warning
     assert not at.image and not at.get("plotly_chart")
     assert at.session_state["config"]["data"]["dataset"] == "mnist"
     next(b for b in at.button if b.label == "Download mnist").click().run()
@@ -102,7 +106,10 @@ def test_folder_dataset_needs_a_path_then_reads_it(empty_runs, tmp_path):
     at = open_data_page()
     at.selectbox(key="data_dataset").set_value("folder").run()
     assert not at.exception
-    assert "data.root" in at.error[0].value
+    # before a path is typed nothing is wrong: a hint, no red error
+    assert not at.error and "Type the path of a folder" in at.info[0].value
+    at.text_input(key="data_folder").input(str(tmp_path / "nowhere")).run()
+    assert not at.exception and "nowhere" in at.error[0].value
     at.text_input(key="data_folder").input(str(tmp_path / "imgs")).run()
     at.number_input(key="data_image_size").set_value(16).run()
     assert not at.exception and not at.error

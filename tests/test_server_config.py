@@ -1,4 +1,4 @@
-"""The server listens on localhost only, with XSRF protection and a small upload limit."""
+"""The server listens on localhost only, with XSRF protection, a small upload limit and no file watcher."""
 import os
 
 from streamlit import config
@@ -14,6 +14,8 @@ def test_effective_server_config(monkeypatch):
         assert config.get_option("server.enableXsrfProtection") is True
         assert config.get_option("server.maxUploadSize") <= 10
         assert config.get_option("browser.gatherUsageStats") is False
+        # no watching of the app folder (and the .venv in it) for source changes
+        assert config.get_option("server.fileWatcherType") == "none"
         assert config.get_where_defined("server.address") == os.path.join(
             str(ROOT), ".streamlit", "config.toml")
     finally:

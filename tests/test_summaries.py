@@ -88,7 +88,13 @@ def test_eval_stamp_changes_when_eval_json_is_rewritten(tmp_path):
 def test_run_progress_counts_the_current_epochs_batches():
     r = run(name="demo", epoch=1, epochs=4, progress={"epoch": 2, "fraction": 0.5})
     assert s.run_progress(r) == (pytest.approx(0.375), "demo: epoch 2/4")
-    assert s.run_progress(run(epoch=9, epochs=4))[0] == 1.0
+    # after the last epoch, while the best checkpoint is tested: never "epoch 5/4"
+    assert s.run_progress(run(name="demo", epoch=4, epochs=4)) == (1.0, "demo: testing the best checkpoint")
+    # early stopping after epoch 2 of 4: the worker says it is testing
+    assert s.run_progress(run(name="demo", epoch=2, epochs=4, progress={"testing": True,
+                          "fraction": 1.0})) == (1.0, "demo: testing the best checkpoint")
+    assert s.train_progress(run(epoch=2, epochs=4, progress={"testing": True})) == (
+        1.0, "testing the best checkpoint")
     assert s.run_progress(run(epochs=0)) == (0.0, "r1: epoch 1/0")
 
 

@@ -145,9 +145,22 @@ def test_early_stopping_counter_resets_on_improvement():
     assert not EarlyStopping(0).should_stop
 
 
-def test_early_stopping_ends_the_run_and_best_is_the_lowest_val_loss(tmp_path):
+def test_early_stopping_ends_the_run_and_best_is_the_lowest_val_loss(tmp_path, monkeypatch):
+    import dlcore.trainer as trainer
+    from dlcore.runs import RunStore
+    from dlcore.summaries import run_progress
+
+    seen = []                    # what the sidebar says while the best checkpoint is tested
+
+    def final_evaluation(run_dir, *args):
+        seen.append(run_progress(RunStore(run_dir.parent).get(run_dir.name)))
+        return real(run_dir, *args)
+
+    real = trainer.final_evaluation
+    monkeypatch.setattr(trainer, "final_evaluation", final_evaluation)
     cfg = cfg_with(train={"epochs": 30, "patience": 1, "lr": 0.01}, data={"limit": 200})
     run = train_quietly(cfg, tmp_path)
+    assert seen == [(1.0, f"{run.name}: testing the best checkpoint")]
     rows = read_metrics(run)
     assert len(rows) < 30
     best = min(rows, key=lambda r: r["val_loss"])
