@@ -12,6 +12,8 @@ import numpy as np
 MAX_PIXELS = 25_000_000       # 5000x5000; a decompression bomb is refused before it is decoded
 MAX_BYTES = 20 * 1024 * 1024
 ALLOWED = "PNG, JPEG, BMP, GIF, WebP, TIFF"
+# the file name endings of ALLOWED, for upload widgets
+EXTENSIONS = ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff")
 
 
 class ImageError(ValueError):

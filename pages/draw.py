@@ -1,7 +1,8 @@
 """Draw page: draw a digit (or upload an image) and watch a saved run classify it as you draw.
 
 The drawing is prepared the way the run's dataset was (dlcore.predict), and the page shows
-the very image the model read.
+the very image the model read. A picture with too little ink to be a digit (a dot, a blank
+sheet) gets a hint instead of a prediction.
 """
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
@@ -9,8 +10,8 @@ from streamlit_drawable_canvas import st_canvas
 from dlcore.config import ConfigError
 from dlcore.display import image_grid, overlay
 from dlcore.figures import probability_bars
-from dlcore.images import ImageError, open_image
-from dlcore.predict import predict
+from dlcore.images import EXTENSIONS, ImageError, open_image
+from dlcore.predict import ink_check, predict
 from dlcore.checkpoints import CheckpointError
 from dlcore.saliency import saliency
 from dlcore.summaries import drawable_runs
@@ -19,7 +20,6 @@ from pages.common import route_through_app, run_label, store
 route_through_app()
 
 CANVAS_SIZE = 280          # ten canvas pixels per MNIST pixel
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]
 PREDICT_ERRORS = (ImageError, CheckpointError, ConfigError, OSError)
 
 st.title("Draw")
@@ -46,9 +46,14 @@ def show_prediction(result: dict, key: str, run_dir=None) -> None:
                     width="stretch", key=f"bars_{key}")
 
 
-def predict_one(run_dir, image):
-    """One prediction, or None after showing why it failed."""
+def predict_one(run_dir, image, hint: str):
+    """One prediction, or None after showing why there is none: too little ink (with the
+    hint) or an error."""
     try:
+        enough, why = ink_check(image)
+        if not enough:
+            st.info(f"{why[:1].upper()}{why[1:]}. {hint}", icon=":material/draw:")
+            return None
         return predict(run_dir, [image])[0]
     except PREDICT_ERRORS as e:
         st.error(str(e))
@@ -61,7 +66,7 @@ def clear_canvas() -> None:
 
 
 @st.fragment
-def draw_panel(run_dir) -> None:
+def draw_panel(run_dir, subject: str) -> None:
     """Canvas and live prediction; a fragment so that each stroke reruns only this part."""
     left, right = st.columns([1, 1.3], gap="large")
     with left:
@@ -86,20 +91,18 @@ def draw_panel(run_dir) -> None:
         objects = (canvas.json_data or {}).get("objects") or []
         pixels = canvas.image_data
         if not objects or pixels is None:
-            st.info("Draw a digit on the canvas with the mouse; the prediction updates after "
-                    "every stroke.", icon=":material/draw:")
+            st.info(f"Draw {subject} on the canvas with the mouse; the prediction updates "
+                    "after every stroke.", icon=":material/draw:")
             return
-        result = predict_one(run_dir, pixels)
-        if result is not None and not result["seen"].any():
-            st.info("The canvas looks empty: draw a little bigger or with more ink.")
-        elif result is not None:
+        result = predict_one(run_dir, pixels, f"Draw {subject} that fills most of the canvas.")
+        if result is not None:
             show_prediction(result, "canvas", run_dir)
 
 
-def upload_panel(run_dir) -> None:
+def upload_panel(run_dir, subject: str) -> None:
     left, right = st.columns([1, 1.3], gap="large")
     with left:
-        up = st.file_uploader("Image to classify", type=UPLOAD_TYPES, key="draw_upload",
+        up = st.file_uploader("Image to classify", type=list(EXTENSIONS), key="draw_upload",
                               help="A digit photographed or scanned; dark on light or light on "
                                    "dark both work.")
     if up is None:
@@ -112,7 +115,8 @@ def upload_panel(run_dir) -> None:
         return
     left.image(img, caption=up.name, width=200)
     with right:
-        result = predict_one(run_dir, img)
+        result = predict_one(run_dir, img, f"Upload a picture of {subject} that fills most "
+                                            "of it.")
         if result is not None:
             show_prediction(result, "upload", run_dir)
 
@@ -141,8 +145,9 @@ st.caption(why_of[run_id].capitalize() +
            (f" · best val accuracy {chosen.best_val_acc:.1%}" if chosen.best_val_acc is not None
             else ""))
 
+subject = "a piece of clothing" if chosen.dataset == "fashion-mnist" else "a digit"
 draw_tab, upload_tab = st.tabs(["Draw", "Upload an image"])
 with draw_tab:
-    draw_panel(chosen.path)
+    draw_panel(chosen.path, subject)
 with upload_tab:
-    upload_panel(chosen.path)
+    upload_panel(chosen.path, subject)

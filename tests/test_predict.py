@@ -12,7 +12,8 @@ from dlcore import evaluate
 from dlcore.checkpoints import load_model
 from dlcore.evaluate import predict_logits
 from dlcore.images import ImageError, open_image
-from dlcore.predict import can_draw, mnist_digit, predict, prepare_image, to_gray_array
+from dlcore.predict import (MIN_SPAN, can_draw, ink_check, mnist_digit, predict, prepare_image,
+                            to_gray_array)
 
 
 def canvas(draw):
@@ -248,3 +249,116 @@ def test_exif_orientation_turns_a_sideways_photo_upright(orientation, turns):
     assert np.array_equal(seen, prepare_image(turned, MNIST_5K))
     assert np.abs(seen.astype(int) - prepare_image(upright, MNIST_5K)).mean() < 2
     assert np.array_equal(prepare_image(Image.open(io.BytesIO(data)), MNIST_5K), seen)
+
+
+def dot(radius, size=280):
+    """A dot as a brush of that radius leaves it on a transparent canvas."""
+    a = np.zeros((size, size, 4), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    a[np.hypot(yy - size / 2, xx - size / 2) < radius] = (0, 0, 0, 255)
+    return a
+
+
+# the page's brush is 6 to 40 pixels wide: a dot 5, 17 or 39 pixels across on 280
+@pytest.mark.parametrize("radius, percent", [(3, 1), (9, 6), (20, 13)])
+def test_a_dot_is_too_little_ink_to_be_a_digit(radius, percent):
+    enough, why = ink_check(dot(radius))
+    assert not enough
+    assert why == (f"too little ink: it spans {percent}% of the picture, at least "
+                   f"{MIN_SPAN:.0%} is needed")
+
+
+def test_drawn_digits_and_real_digits_have_enough_ink():
+    from dlcore.datasets import load_arrays
+    for drawing in (canvas(one), canvas(zero), dot(40)):     # a big round blob may be a 0
+        assert ink_check(drawing) == (True, "")
+    for name in ("mnist-5k", "digits"):                 # every real sample, either polarity
+        x = load_arrays(name, "data")[0][:, 0]
+        assert all(ink_check(a)[0] and ink_check(255 - a)[0] for a in x[::5]), name
+
+
+def test_a_blank_or_specked_picture_has_no_digit():
+    assert ink_check(canvas(lambda a: None)) == (False, "there is no ink on it")
+    assert ink_check(np.full((30, 40), 200.0)) == (False, "there is no ink on it")
+    specks = np.full((200, 200), 255, np.uint8)
+    specks[10:12, 10:12] = specks[185:187, 190:192] = 0     # two specks of dust far apart
+    assert ink_check(specks) == (False, "only scattered specks of ink, no strokes")
+    with pytest.raises(ImageError, match="expected an image"):
+        ink_check(np.zeros((5, 5, 5)))
+
+
+def on_paper(digit, paper, rng=None, noise=0.0):
+    """A real MNIST digit (light on dark, uint8 [28, 28]) written on a sheet and photographed:
+    112 pixels tall in a 200x200 picture. Dark ink on paper lighter than mid-grey lets through
+    what the ink leaves of the paper's brightness; light ink (chalk) on a dark slate adds to it."""
+    ink = np.pad(np.asarray(Image.fromarray(digit).resize((112, 112), Image.BILINEAR),
+                            dtype=float) / 255, 44)
+    photo = paper * (1 - ink) if paper > 127 else paper + (255 - paper) * ink
+    if noise:
+        photo = photo + rng.normal(0, noise, photo.shape)
+    return np.clip(np.round(photo), 0, 255).astype(np.uint8)
+
+
+def jpeg(a):
+    """The picture as a camera hands it over: JPEG-compressed, then opened like a file."""
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=90)
+    return open_image(buf.getvalue(), name="photo.jpg")
+
+
+def test_an_empty_light_grey_sheet_is_blank_not_a_grey_frame():
+    rng = np.random.default_rng(0)
+    for sheet in (np.full((200, 150), 200, np.uint8),
+                  jpeg(np.clip(200 + rng.normal(0, 3, (300, 400)), 0, 255).astype(np.uint8))):
+        assert ink_check(sheet) == (False, "there is no ink on it")
+        assert prepare_image(sheet, MNIST_5K).max() == 0         # all black, as MNIST's background
+    specked = np.clip(200 + rng.normal(0, 3, (300, 400)), 0, 255).astype(np.uint8)
+    specked[140:144, 200:203] = 110                               # a crumb on the sheet
+    enough, why = ink_check(jpeg(specked))
+    assert not enough and why.startswith("too little ink: it spans 1%")
+
+
+@pytest.mark.parametrize("paper", [200, 225, 60])   # light grey, off-white, a dark slate
+def test_a_digit_on_grey_paper_is_prepared_and_predicted_as_on_white_paper(tiny_runs, paper):
+    runs, _, cnn = tiny_runs
+    ev = json.loads((runs / cnn / "eval.json").read_text())
+    digits = evaluate.held_out_images(runs / cnn, range(30))[:, 0]
+    labels = ev["labels"][:30]
+    white = [on_paper(d, 255) for d in digits]
+    grey = [on_paper(d, paper) for d in digits]
+    for w, g in zip(white, grey):
+        seen_w, seen_g = prepare_image(w, MNIST_5K)[0], prepare_image(g, MNIST_5K)[0]
+        assert np.abs(seen_g.astype(int) - seen_w).max() <= 2       # the same 28x28 input
+        assert ink_check(g) == (True, "")
+        border = np.concatenate([seen_g[0], seen_g[-1], seen_g[:, 0], seen_g[:, -1]])
+        assert border.max() == 0 and seen_g.max() > 200             # light ink, black frame
+    on_white, on_grey = predict(runs / cnn, white), predict(runs / cnn, grey)
+    right = [i for i, r in enumerate(on_white) if r["index"] == labels[i]]
+    assert len(right) >= 15                          # most photos on white paper are read right
+    for i in right:                                  # and each of them is read right on grey too
+        assert on_grey[i]["index"] == labels[i]
+        assert on_grey[i]["probability"] == pytest.approx(on_white[i]["probability"], abs=0.02)
+
+
+def test_a_photo_of_a_digit_on_grey_paper_keeps_its_reading_despite_grain(tiny_runs):
+    runs, _, cnn = tiny_runs
+    rng = np.random.default_rng(1)
+    digits = evaluate.held_out_images(runs / cnn, range(20))[:, 0]
+    white = [on_paper(d, 255) for d in digits]
+    photos = [jpeg(on_paper(d, 200, rng, noise=3)) for d in digits]   # grain, then JPEG
+    for w, p in zip(white, photos):
+        seen_w, seen_p = prepare_image(w, MNIST_5K)[0], prepare_image(p, MNIST_5K)[0]
+        assert np.abs(seen_p.astype(int) - seen_w).mean() < 3
+        assert seen_p[0].max() == 0 and seen_p[:, 0].max() == 0     # no grey frame
+    same = [a["index"] == b["index"]
+            for a, b in zip(predict(runs / cnn, white), predict(runs / cnn, photos))]
+    assert sum(same) >= 18
+
+
+def test_the_upload_widgets_take_every_format_the_messages_name():
+    from dlcore.images import ALLOWED, EXTENSIONS
+
+    endings = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "GIF": "gif", "WebP": "webp",
+               "TIFF": "tiff"}
+    assert [endings[name] for name in ALLOWED.split(", ")] and \
+        all(endings[name] in EXTENSIONS for name in ALLOWED.split(", "))
