@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dlcore import jobs
-from dlcore.compare import compare_runs
+from dlcore.compare import compare_runs, rename_done, rename_question, run_to_show_after
 from dlcore.config import ConfigError
 from dlcore.datasets import DatasetUnavailable
 from dlcore.figures import (LAYER_STATS, confusion_matrix_figure, init_sweep_figure,
@@ -33,13 +33,13 @@ def show_flash() -> None:
 
 
 def metrics_table(res: dict):
-    """Final metrics, one column per run, the best value of each row highlighted."""
+    """Final metrics, one column per run; the best of each row within a dataset highlighted."""
     df = pd.DataFrame(res["metrics"]).set_index("metric")
     df = df.apply(pd.to_numeric, errors="coerce")
 
     def highlight(row):
-        best = res["best_of"].get(row.name)
-        return [BEST_STYLE if col == best else "" for col in row.index]
+        best = res["best_of"].get(row.name, ())
+        return [BEST_STYLE if col in best else "" for col in row.index]
 
     style = df.style.apply(highlight, axis=1).format(precision=4, na_rep="—")
     for row, fmt in (("epochs run", "{:.0f}"), ("training time (s)", "{:.1f}")):
@@ -70,7 +70,9 @@ def show_comparison(res: dict) -> None:
 
     st.subheader("Final metrics")
     st.caption("Test metrics come from each run's eval.json; the best value of each row is "
-               "highlighted.")
+               "highlighted among the runs on the same dataset.")
+    if res["dataset_note"]:
+        st.info(res["dataset_note"], icon=":material/dataset:")
     st.dataframe(metrics_table(res), width="stretch")
 
     st.subheader("Confusion matrices")
@@ -92,53 +94,64 @@ def show_comparison(res: dict) -> None:
                                 width="stretch", key=f"compare_cm_{start}_{lab}")
 
 
-def rename(run_id: str) -> None:
-    name = st.session_state.get(f"compare_new_name_{run_id}", "")
-    try:
-        store().rename(run_id, name)
-    except ConfigError as e:
-        st.session_state["compare_manage_error"] = str(e)
-        return
-    st.session_state["compare_flash"] = (f"Renamed to “{name.strip()}”." if name.strip()
-                                         else "Name cleared; the run id is shown instead.")
-    st.session_state[f"compare_new_name_{run_id}"] = ""
+def untick(key: str) -> None:
+    st.session_state[key] = False
 
 
-def delete(run_id: str) -> None:
+def act(run_id: str, text: str | None, run_ids: list[str]) -> None:
+    """Renames the run to `text`, or deletes it (text None), only while the Run box shows it."""
+    ss = st.session_state
+    if text is not None:
+        untick(f"compare_rename_ok_{run_id}")      # each rename is confirmed anew
     try:
-        store().delete(run_id)
+        if ss.get("compare_manage") != run_id:
+            raise ConfigError("The chosen run changed meanwhile; nothing was done.")
+        if text is None:
+            store().delete(run_id)          # refused while a process holds the run's lock
+            ss["compare_flash"] = f"Deleted run {run_id} and its files."
+            ss.pop(f"compare_confirm_{run_id}", None)
+            ss["compare_manage"] = run_to_show_after(run_ids, run_id)
+        elif ss.get(f"compare_new_name_{run_id}", "") != text:
+            raise ConfigError("The name changed meanwhile: check it and confirm again.")
+        else:
+            store().rename(run_id, text)
+            ss["compare_flash"] = rename_done(text)
+            ss[f"compare_new_name_{run_id}"] = ""
+            ss["compare_manage"] = run_id   # set again, so that the box shows the new label
     except ConfigError as e:
-        st.session_state["compare_manage_error"] = str(e)
-        return
-    st.session_state["compare_flash"] = f"Deleted run {run_id} and its files."
+        ss["compare_manage_error"] = str(e)
 
 
 def manage_runs(runs) -> None:
-    """Rename or delete one run; deleting asks for a tick first."""
+    """Rename or delete the run the box shows; both ask for a tick naming that run first."""
     by_id = {r.id: r for r in runs}
-    if st.session_state.get("compare_manage") not in by_id:
-        st.session_state.pop("compare_manage", None)
+    ids, ss = list(by_id), st.session_state
+    if ss.get("compare_manage") not in by_id:
+        ss["compare_manage"] = ids[0]       # set, not dropped: the box is told what it shows
     # keyed, so that it stays open while the messages above it come and go
     with st.expander("Rename or delete a run", icon=":material/edit:", key="compare_manage_box"):
-        run_id = st.selectbox("Run", list(by_id), key="compare_manage",
+        run_id = st.selectbox("Run", ids, key="compare_manage",
                               format_func=lambda i: run_label(by_id[i]))
-        r = by_id[run_id]
-        err = st.session_state.pop("compare_manage_error", None)
+        shown = by_id[run_id].name or run_id
+        err = ss.pop("compare_manage_error", None)
         if err:
             st.error(err)
         name_col, del_col = st.columns(2, gap="large")
         with name_col:
             # keyed by run, so that neither a typed name nor a tick carries over to another run
-            st.text_input("New name", key=f"compare_new_name_{run_id}",
-                          placeholder=r.name or r.id, max_chars=80,
-                          help="Shown everywhere instead of the run id; leave empty to show "
-                               "the id.")
-            st.button("Rename", key="compare_rename", on_click=rename, args=(run_id,))
+            text = st.text_input("New name", key=f"compare_new_name_{run_id}",
+                                 placeholder=shown, max_chars=80,
+                                 help="Shown everywhere instead of the run id; leave empty "
+                                      "to show the id.",
+                                 on_change=untick, args=(f"compare_rename_ok_{run_id}",))
+            sure = st.checkbox(rename_question(shown, text), key=f"compare_rename_ok_{run_id}")
+            st.button("Rename", key="compare_rename", disabled=not sure, on_click=act,
+                      args=(run_id, text, ids))
         with del_col:
-            sure = st.checkbox(f"Yes, delete {r.name or r.id} and all its files",
+            sure = st.checkbox(f"Yes, delete {shown} and all its files",
                                key=f"compare_confirm_{run_id}")
             st.button("Delete run", key="compare_delete", type="primary", disabled=not sure,
-                      icon=":material/delete:", on_click=delete, args=(run_id,))
+                      icon=":material/delete:", on_click=act, args=(run_id, None, ids))
 
 
 def start_sweep() -> None:

@@ -89,6 +89,7 @@ def test_pages_show_the_refusal_instead_of_raising(read_only_runs):
     assert not at.exception, at.exception
     at.selectbox(key="compare_manage").set_value(cnn).run()
     at.text_input(key=f"compare_new_name_{cnn}").input("renamed").run()
+    at.checkbox(key=f"compare_rename_ok_{cnn}").check().run()
     at.button(key="compare_rename").click().run()
     assert not at.exception, at.exception
     assert any("read-only" in e.value for e in at.error)
