@@ -136,9 +136,10 @@ def _show_counts(data: dict, root: str) -> None:
     """Class metrics, chart and table."""
     source = {k: data[k] for k in ("dataset", "root", "image_size")}
     counts = _class_counts(json.dumps(source, sort_keys=True), root)
-    for col, (label, value) in zip(st.columns(4), dataset_tiles(
-            counts, datasets.dataset_info(data, root).shape)):
-        col.metric(label, value)
+    # tiles as wide as their text, wrapping onto a second line in a narrow column
+    with st.container(horizontal=True, gap="medium"):
+        for label, value in dataset_tiles(counts, datasets.dataset_info(data, root).shape):
+            st.metric(label, value, width="content")
     st.plotly_chart(class_counts_figure(counts), key="data_counts_chart")
     with st.expander("Images per class"):
         st.dataframe({"class": counts["classes"], "train": counts["train"], "test": counts["test"]},

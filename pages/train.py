@@ -75,12 +75,13 @@ def settings_form(busy: bool) -> bool:
         choice(a, "Device", "device", format_func=labels.__getitem__)
         choice(b, "Precision", "precision",
                help="auto: bf16 mixed precision on a CUDA GPU that supports it, else fp32")
-        a.text_input("Run name", max_chars=80, key="train_name", placeholder="optional")
-        b.checkbox("torch.compile", key="train_compile",
-                   help="compiles the model first: pays off on long GPU runs, not on short ones")
-        a.checkbox("Layer statistics", key="train_layer_stats",
-                   help="each epoch, activation mean/std and weight-gradient norm of every layer "
-                        "on a fixed batch of 256 training images (a few % of the epoch time)")
+        st.text_input("Run name", max_chars=80, key="train_name", placeholder="optional")
+        with st.container(horizontal=True, gap="medium"):     # whole labels in a narrow column
+            st.checkbox("Layer statistics", key="train_layer_stats", width="content",
+                        help="each epoch, activation mean/std and weight-gradient norm of every "
+                             "layer on a fixed batch of 256 training images (a few % of an epoch)")
+            st.checkbox("torch.compile", key="train_compile", width="content",
+                        help="compiles the model first: pays off on long GPU runs, not on short ones")
         st.caption(jobs.device_line(devices()))
         return st.form_submit_button("Start", type="primary", icon=":material/play_arrow:",
                                      disabled=busy,
