@@ -2,7 +2,8 @@
 
 A config is plain JSON (nested dicts). `Config.from_json` fills in defaults and checks every
 value; anything unknown, mistyped or out of range raises `ConfigError` with one clear line.
-`resolve_config` gives the full config back as JSON; `limits` gives a page one field's bounds.
+`resolve_config` gives the full config back as JSON; `limits` gives a page one field's bounds;
+`config_warnings` names what is valid but will not train well.
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ PRETRAINED_BACKBONES = ("resnet18", "resnet50", "vgg16", "mobilenet_v3_small",
                         "mobilenet_v3_large", "efficientnet_b0")
 FREEZES = ("backbone", "none")
 WIDTH = dict(lo=1, hi=65536)        # every layer width of a list
+# A config nests at most 4 levels (the config, model, blocks, one [hidden, out] pair); anything
+# past MAX_DEPTH is refused before it is read further (copies, messages and JSON recurse).
+CONFIG_DEPTH, MAX_DEPTH = 4, 32
+DEPTH_PROBLEM = (f"nested too deeply (more than {MAX_DEPTH} levels); a config has at most "
+                 f"{CONFIG_DEPTH} levels")
 
 
 def _f(kind: str, default, **kw):
@@ -146,7 +152,12 @@ class ModelConfig(_Section):
                 hint = f" for arch {arch!r}" + (f" (it belongs to {', '.join(other)})" if other else "")
                 raise ConfigError(f"model.{key_name(k)}: unknown key{hint}; allowed: {', '.join(allowed)}")
         shared = [k for k in ("init", "activation", "batchnorm", "dropout") if k in allowed]
-        return kind(**_checked(kind, m, first=shared))
+        return kind(**_checked(kind, {**kind.implied_defaults(m), **m}, first=shared))
+
+    @classmethod
+    def implied_defaults(cls, m: dict) -> dict:
+        """Defaults that depend on other given values (a field given in `m` overrides them)."""
+        return {}
 
     def to_json(self) -> dict:
         own = super().to_json()
@@ -205,6 +216,12 @@ class PretrainedConfig(ModelConfig):
     input_size: int = _f("int", 224, lo=32, hi=512)
     dropout: float = _dropout(0.0)
 
+    @classmethod
+    def implied_defaults(cls, m: dict) -> dict:
+        # a random backbone frozen would train the head on random features: train everything
+        w = m.get("weights")
+        return {"freeze": "none"} if isinstance(w, str) and w.strip() == "none" else {}
+
 
 MODEL_CONFIGS: dict[str, type[ModelConfig]] = {
     "dnn": DNNConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "rnn": RNNConfig,
@@ -248,6 +265,8 @@ class Config:
     @classmethod
     def from_json(cls, cfg: dict | None) -> Config:
         cfg = {} if cfg is None else cfg
+        if nested_too_deeply(cfg):
+            raise ConfigError(f"config: {DEPTH_PROBLEM}")
         _keys("", cfg, ("data", "model", "train"))
         c = cls(DataConfig.from_json(cfg.get("data", {})), ModelConfig.from_json(cfg.get("model", {})),
                 TrainConfig.from_json(cfg.get("train", {})))
@@ -266,6 +285,31 @@ class Config:
 def resolve_config(cfg: dict | None) -> dict:
     """Return the full config with defaults filled in, or raise ConfigError."""
     return Config.from_json(cfg).to_json()
+
+
+def config_warnings(cfg: dict | None) -> list[str]:
+    """What is valid in a config but works against training, one line each (empty: nothing).
+    `cfg` is resolved first (ConfigError if it is invalid)."""
+    m = resolve_config(cfg)["model"]
+    out = []
+    if m["arch"] == "pretrained" and m["weights"] == "none" and m["freeze"] == "backbone":
+        out.append('model.freeze "backbone" with model.weights "none": only the new head is '
+                   "trained, on the features of a random, untrained backbone, so accuracy stays "
+                   'near chance; set model.freeze to "none" to train the whole model, or use '
+                   "ImageNet weights or a weights file")
+    return out
+
+
+def nested_too_deeply(value, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists and objects nest more than `limit` levels (counted without recursion)."""
+    todo = [(value, 1)]
+    while todo:
+        v, depth = todo.pop()
+        if isinstance(v, (dict, list, tuple)):
+            if depth > limit:
+                return True
+            todo.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def default_config(arch: str = "dnn") -> dict:
@@ -316,6 +360,10 @@ def load_config_file(path) -> dict:
     except json.JSONDecodeError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid JSON: {e.msg} "
                           f"at line {e.lineno} column {e.colno}") from None
+    except RecursionError:      # the parser gives up after about a thousand levels
+        raise ConfigError(f"config file {str(p)!r} is {DEPTH_PROBLEM}") from None
+    if nested_too_deeply(raw):
+        raise ConfigError(f"config file {str(p)!r} is {DEPTH_PROBLEM}")
     return resolve_config(raw)
 
 
@@ -332,11 +380,16 @@ def diff_configs(configs: list[dict]) -> dict[str, list]:
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; without recursion, as a run's config.json
+    may nest as deeply as its parser allowed."""
+    out, todo = {}, [(prefix, iter(cfg.items()))]
+    while todo:
+        path, items = todo[-1]
+        for k, v in items:
+            if isinstance(v, dict):
+                todo.append((f"{path}{k}.", iter(v.items())))
+                break
+            out[f"{path}{k}"] = v
         else:
-            out[key] = v
+            todo.pop()
     return out

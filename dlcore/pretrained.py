@@ -57,8 +57,9 @@ def weights_source(model_cfg: dict) -> str:
 
 def _how_to_get(backbone: str, weights) -> str:
     return (f"download {weights.url} and either put it at {_cache_path(weights)} (the torch hub "
-            f"cache; TORCH_HOME moves it) or set model.weights to its path; or set model.weights "
-            f"to \"none\" to train {backbone} from a random init")
+            f"cache; TORCH_HOME moves it) or set model.weights to its path (\"Local file\" on "
+            f"the Model page); or set model.weights to \"none\" (\"Random init\") to train "
+            f"{backbone} from a random init")
 
 
 def load_imagenet_state(backbone: str) -> dict:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, resolve_config
+from .config import ConfigError, config_warnings, resolve_config
 from .splits import load_splits
 from .devices import pick_device
 from .models import build_model
-from .runfiles import read_json
+from .runfiles import DamagedFile, read_json
 from .checkpoints import load_checkpoint
 from .runs import STOP_FILE, RunStore, check_name, now_iso, write_json_atomic
 from .runlock import RunLock
@@ -64,8 +64,16 @@ def train(cfg: dict | None, runs_dir="runs", name: str | None = None, data_root=
         with lock:
             RunStore(run_dir.parent).clean_leftovers()
             write_json_atomic(run_dir / "config.json", cfg)
-            Trainer(cfg, run_dir, device, splits, model, progress=progress, log=log).run()
+            _trainer(cfg, run_dir, device, splits, model, progress, log).run()
     return run_dir
+
+
+def _trainer(cfg, run_dir, device, splits, model, progress, log) -> Trainer:
+    """The run's Trainer, the config's warnings in its notes (status.json) and its log."""
+    trainer = Trainer(cfg, run_dir, device, splits, model, progress=progress, log=log)
+    for text in config_warnings(cfg):
+        trainer.writer.note(f"warning: {text}")
+    return trainer
 
 
 def _drop_old_stop_request(run_dir: Path) -> None:
@@ -100,9 +108,17 @@ def resume(run_dir, data_root=None, epochs: int | None = None, progress: bool = 
         if not (run_dir / "last.pt").exists():
             raise ConfigError(f"run {run_dir.name}: there is no last.pt to resume from")
         ckpt = load_checkpoint(run_dir / "last.pt")
-        cfg = read_json(run_dir / "config.json")
-        state = (read_json(run_dir / "status.json") if (run_dir / "status.json").exists()
-                 else {}).get("state", "unknown")
+        try:      # a run directory may come from anywhere: a damaged file is bad input
+            raw = read_json(run_dir / "config.json")
+            status = (read_json(run_dir / "status.json") if (run_dir / "status.json").exists()
+                      else {})
+        except DamagedFile as e:
+            raise ConfigError(f"run {run_dir.name}: {e}") from None
+        try:
+            cfg = resolve_config(raw)
+        except ConfigError as e:
+            raise ConfigError(f"run {run_dir.name}: config.json is invalid: {e}") from None
+        state = status.get("state", "unknown") if isinstance(status, dict) else "unknown"
         done = int(ckpt.get("epoch") or 0)
         if epochs is not None:
             cfg["train"]["epochs"] = epochs
@@ -113,7 +129,7 @@ def resume(run_dir, data_root=None, epochs: int | None = None, progress: bool = 
         cfg, device, splits, model = prepare(cfg, data_root)
         write_json_atomic(run_dir / "config.json", cfg)
         _drop_old_stop_request(run_dir)
-        trainer = Trainer(cfg, run_dir, device, splits, model, progress=progress, log=log)
+        trainer = _trainer(cfg, run_dir, device, splits, model, progress, log)
         trainer.resume_from(ckpt)
         log(f"resuming {run_dir.name} after epoch {done}")
         trainer.run()

@@ -5,7 +5,8 @@ import json
 
 import streamlit as st
 
-from dlcore.config import MODEL_CONFIGS, ConfigError, default_config, limits, resolve_config
+from dlcore.config import (MODEL_CONFIGS, ConfigError, config_warnings, default_config, limits,
+                           resolve_config)
 from dlcore.datasets import DatasetUnavailable, dataset_info
 from dlcore.export import config_code
 from dlcore.fields import blocks_text, parse_blocks, parse_widths, widths_text
@@ -77,8 +78,7 @@ def _start_widgets() -> None:
 
 def _use_preset(name: str) -> None:
     section = resolve_config({"model": TUTORIAL_MODELS[name][0]})["model"]
-    config()["model"] = section
-    drafts[section["arch"]] = section
+    config()["model"] = drafts[section["arch"]] = section
     ss["model_arch"], ss["model_init"] = section["arch"], section["init"]
     ss.update(_widget_values(section))
 
@@ -236,8 +236,9 @@ def page() -> None:
             st.caption(f"The working config keeps the last valid model "
                        f"({ARCH_LABELS[cfg['model']['arch']]}); fix the field above to replace it.")
             return
-        cfg["model"] = resolved
-        drafts[arch] = resolved
+        drafts[arch] = cfg["model"] = resolved
+        for text in config_warnings({"model": resolved}):
+            st.warning(text)
         _show_summary(resolved, summary, info, dataset)
         st.page_link("pages/train.py", label="Next: train it", icon=":material/arrow_forward:")
         if st.toggle("Show the PyTorch code", key="model_show_code",

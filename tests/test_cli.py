@@ -136,3 +136,12 @@ def test_devices_reports_this_machine_and_the_app_asks_a_worker(tmp_path):
     assert rep["cpu_threads"] == torch.get_num_threads() and rep["torch"] == torch.__version__
     # the web server's view comes from a short-lived process, so the server never opens CUDA
     assert jobs.device_report() == rep
+
+
+def test_a_config_nested_100000_levels_deep_exits_2_with_one_line(tmp_path):
+    (tmp_path / "c.json").write_text("[" * 100_000 + "]" * 100_000)
+    out = dlcore("train", "c.json", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == ["error: config file 'c.json' is nested too deeply (more "
+                                       "than 32 levels); a config has at most 4 levels"]
+    assert "RecursionError" not in out.stderr and not (tmp_path / "runs").exists()

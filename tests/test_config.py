@@ -86,6 +86,84 @@ def test_config_file_errors_are_one_line(tmp_path):
     assert load_config_file(ok)["model"]["stage_blocks"] == [2, 2, 2, 2]
 
 
+# ---------------------------------------------------------------- nesting
+
+DEEP_TEXTS = {"lists": "[" * 100_000 + "]" * 100_000,
+              "objects": '{"a":' * 100_000 + "1" + "}" * 100_000,
+              "under a key": '{"model": {"hidden_dims": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+              "parsed, then too deep": '{"data": ' + '{"a": ' * 40 + "1" + "}" * 41}
+
+
+def nested(depth: int, leaf=1):
+    """[[...[leaf]...]]: `depth` lists, built without recursion."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("text", DEEP_TEXTS.values(), ids=DEEP_TEXTS.keys())
+def test_a_deeply_nested_config_file_is_one_config_error(text, tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config_file(p)
+    assert str(e.value) == (f"config file {str(p)!r} is nested too deeply (more than 32 levels); "
+                            "a config has at most 4 levels")
+
+
+def test_a_deeply_nested_config_given_as_data_is_a_config_error():
+    for cfg in ({"model": {"hidden_dims": nested(100_000)}}, {"train": nested(33)}):
+        with pytest.raises(ConfigError, match=r"^config: nested too deeply \(more than 32"):
+            resolve_config(cfg)
+
+
+def test_nesting_up_to_the_limit_gets_the_fields_own_message():
+    with pytest.raises(ConfigError, match=r"^data.augment.hflip: expected true or false"):
+        resolve_config({"data": {"augment": {"hflip": nested(29)}}})      # 32 levels in all
+
+
+@pytest.mark.parametrize("text", [DEEP_TEXTS["lists"], DEEP_TEXTS["parsed, then too deep"]],
+                         ids=["lists", "parsed"])
+@pytest.mark.parametrize("command", ["train", "summary"])
+def test_the_command_line_says_nested_too_deeply_in_one_line(command, text, tmp_path, capsys):
+    p = tmp_path / "c.json"
+    p.write_text(text)
+    argv = [command, str(p)] + (["--runs-dir", str(tmp_path / "runs")] if command == "train" else [])
+    code, err = cli(argv, capsys)
+    assert code == 2 and len(err) == 1 and "nested too deeply" in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_with_a_deeply_nested_config_is_a_checkpoint_error():
+    from dlcore.checkpoints import CheckpointError
+    from dlcore.models import checked_checkpoint
+    with pytest.raises(CheckpointError, match="its config is invalid: config: nested too deeply"):
+        checked_checkpoint({"config": {"data": {"limit": nested(100_000)}}}, "best.pt")
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000,
+                                  '{"data": ' + "[" * 100 + "]" * 100 + "}"],
+                         ids=["unparsed", "parsed"])
+def test_resuming_a_run_whose_config_json_nests_too_deeply_is_a_config_error(text, tmp_path):
+    import torch
+    from dlcore.train import resume
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(text)
+    torch.save({"model_state": {}, "config": {}, "epoch": 1}, run / "last.pt")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        resume(run, epochs=2, progress=False, log=lambda s: None)
+
+
+def test_flatten_takes_a_deep_config_without_recursion():
+    from dlcore.config import flatten
+    deep = {}
+    for _ in range(100_000):
+        deep = {"a": deep, "b": 1}
+    assert len(flatten(deep)) == 100_000
+    assert list(flatten({"x": {"y": 1, "z": {"w": 2}}, "v": 3})) == ["x.y", "x.z.w", "v"]
+
+
 def test_folder_dataset_needs_a_root():
     with pytest.raises(ConfigError, match="data.root"):
         resolve_config({"data": {"dataset": "folder"}})

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import app_page
-from dlcore.config import default_config
+from dlcore.config import config_warnings, default_config, resolve_config
 
 
 def open_model_page(dataset=None):
@@ -160,6 +160,19 @@ def test_pretrained_shows_trainable_frozen_and_where_the_weights_come_from(empty
     assert model["arch"] == "pretrained" and model["weights"] == "none" and model["input_size"] == 32
     at.selectbox(key="model_pretrained_freeze").set_value("none").run()
     assert metric(at, "Frozen parameters") == "0"
+
+
+def test_a_frozen_random_backbone_is_warned_about_and_fine_tuning_it_is_not(empty_runs,
+                                                                           offline_hub):
+    cfg = resolve_config({"model": {"arch": "pretrained", "backbone": "mobilenet_v3_small",
+                                    "weights": "none", "freeze": "backbone", "input_size": 32}})
+    at = app_page("model", state={"config": cfg})
+    (warning,) = config_warnings(cfg)
+    assert [w.value for w in at.warning] == [warning]
+    assert metric(at, "Frozen parameters") == "1,517,856", "still valid: the page shows it"
+    at.selectbox(key="model_pretrained_freeze").set_value("none").run()
+    assert not at.exception and not at.warning
+    assert at.session_state["config"]["model"]["freeze"] == "none"
 
 
 def test_pretrained_imagenet_weights_are_counted_unloaded_and_say_where_they_come_from(

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from conftest import train_quietly
-from dlcore.config import PRETRAINED_BACKBONES, ConfigError, resolve_config
+from dlcore.config import PRETRAINED_BACKBONES, ConfigError, config_warnings, resolve_config
 from dlcore.models import build_model, count_parameters, meta_model, summarize
 from dlcore.pretrained import BACKBONES, weights_source
 from dlcore.checkpoints import load_checkpoint
@@ -22,8 +22,9 @@ MNIST = (1, 28, 28)
 
 
 def section(**kw):
+    """A random-init section, frozen unless `freeze` says otherwise (what counts assume)."""
     return resolve_config({"model": {"arch": "pretrained", "weights": "none", "input_size": 32,
-                                     **kw}})["model"]
+                                     "freeze": "backbone", **kw}})["model"]
 
 
 def imagenet_head_params(backbone):
@@ -155,6 +156,50 @@ def test_training_a_frozen_backbone_changes_only_the_head(weights_file, tmp_path
     assert json.loads((run / "eval.json").read_text())["n_test"] > 0
 
 
+# ---------------------------------------------------------------- a random backbone
+
+RANDOM = {"arch": "pretrained", "backbone": "mobilenet_v3_small", "weights": "none",
+          "input_size": 32}
+
+
+@pytest.mark.parametrize("weights", ["none", " none "])
+def test_random_weights_train_the_whole_model_unless_freeze_is_given(weights):
+    model = resolve_config({"model": dict(RANDOM, weights=weights)})["model"]
+    assert model["freeze"] == "none" and model["weights"] == "none"
+    assert count_parameters(build_model(model, MNIST, 10))[1] == 0
+    assert config_warnings({"model": RANDOM}) == []
+    # weights to learn from keep the frozen backbone by default
+    imagenet = resolve_config({"model": dict(RANDOM, weights="imagenet")})["model"]
+    assert imagenet["freeze"] == "backbone"
+    assert resolve_config({"model": {"arch": "pretrained"}})["model"]["freeze"] == "backbone"
+
+
+def test_a_frozen_random_backbone_is_valid_but_warned_about():
+    cfg = {"model": dict(RANDOM, freeze="backbone")}
+    assert resolve_config(cfg)["model"]["freeze"] == "backbone"
+    (warning,) = config_warnings(cfg)
+    assert warning.startswith('model.freeze "backbone" with model.weights "none"')
+    assert "near chance" in warning and 'set model.freeze to "none"' in warning
+    assert "\n" not in warning
+    assert config_warnings(resolve_config(cfg)) == [warning], "a resolved config warns alike"
+    assert config_warnings({"model": dict(RANDOM, freeze="none")}) == []
+    assert config_warnings({}) == []
+
+
+def test_training_a_frozen_random_backbone_says_so_in_the_log_and_the_notes(tmp_path):
+    from dlcore.train import train
+    cfg = {"data": {"dataset": "digits", "limit": 100},
+           "model": dict(RANDOM, freeze="backbone"),
+           "train": {"epochs": 1, "batch_size": 50, "device": "cpu", "layer_stats": False}}
+    lines = []
+    run = train(cfg, runs_dir=tmp_path / "runs", progress=False, log=lines.append)
+    (warning,) = config_warnings(cfg)
+    assert lines[0] == f"warning: {warning}"
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "completed" and status["notes"] == [f"warning: {warning}"]
+    assert json.loads((run / "config.json").read_text())["model"]["freeze"] == "backbone"
+
+
 # ---------------------------------------------------------------- where the weights come from
 
 def test_missing_imagenet_weights_say_how_to_get_them(empty_hub):
@@ -164,6 +209,8 @@ def test_missing_imagenet_weights_say_how_to_get_them(empty_hub):
     assert msg.startswith("model.weights: the ImageNet weights of resnet18 are not in the torch hub cache")
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in msg
     assert str(empty_hub) in msg and '"none"' in msg
+    # in the words of the Model page too, where weights: none is called "Random init"
+    assert '"none" ("Random init")' in msg and '("Local file" on the Model page)' in msg
 
 
 def test_cached_imagenet_weights_are_used_and_reported(empty_hub, weights_file):
@@ -249,7 +296,7 @@ def test_bad_pretrained_config_names_the_field_and_the_allowed_values(model, mes
 def test_cli_summary_prints_trainable_and_frozen(tmp_path, capsys):
     from dlcore.cli import main
     cfg = {"model": {"arch": "pretrained", "backbone": "mobilenet_v3_small", "weights": "none",
-                     "input_size": 32}}
+                     "freeze": "backbone", "input_size": 32}}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert main(["summary", str(tmp_path / "cfg.json")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
