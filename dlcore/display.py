@@ -52,3 +52,10 @@ def overlay(image_uint8_chw, sal: np.ndarray, size: int = 168, alpha: float = 0.
     rgb = rgb * (1 - alpha * pos) + alpha * pos * red
     rgb = rgb * (1 - alpha * neg) + alpha * neg * blue
     return image_grid((rgb * 255).transpose(2, 0, 1), size=size, pad=0)
+
+
+def column_width(texts, px_per_char: float = 6.6, padding: int = 24, least: int = 90) -> int:
+    """Pixels a table column needs to show its longest text whole (Streamlit's dataframe
+    font averages about 6.4 px a character in layer names; the padding holds the margins)."""
+    longest = max((len(str(t)) for t in texts), default=0)
+    return max(least, round(longest * px_per_char) + padding)

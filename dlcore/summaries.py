@@ -226,10 +226,35 @@ def drawable_runs(store) -> tuple[list, list]:
 # ---------------------------------------------------------------- Data
 
 
+def shape_text(shape) -> str:
+    """(1, 28, 28) as '1×28×28'."""
+    return "×".join(map(str, shape))
+
+
+def model_notes(resolved: dict, summary: dict, info, dataset: str) -> list[str]:
+    """The Model page's captions under the counts: how a pretrained model reads its input,
+    which input the counts are for, and a tutorial model's count on its own input."""
+    from .models import tutorial_counts
+
+    notes = []
+    if resolved["arch"] == "pretrained":
+        size = resolved["input_size"]
+        notes.append(f"Backbone weights: **{summary.get('weights', 'unknown')}**. Images are "
+                     f"resized to {size}×{size}, gray repeated to three channels and normalised "
+                     "with ImageNet's mean and std inside the model; the weight initialisation "
+                     "applies to the new head only.")
+    notes.append(f"Computed for **{dataset}**: input {shape_text(info.shape)}, "
+                 f"{len(info.classes)} classes (the dataset chosen on the Data page).")
+    notes += [f"The {name} has {count:,} parameters on {ref.title}'s {shape_text(ref.shape)} "
+              f"input; the count above is for {dataset}'s shape."
+              for name, ref, count in tutorial_counts(resolved, info.shape)]
+    return notes
+
+
 def dataset_tiles(counts: dict, shape) -> list[tuple[str, str]]:
     """(label, value) of the Data page's headline numbers, from splits.class_counts."""
     return [("Classes", str(len(counts["classes"]))),
-            ("Input shape (C×H×W)", "×".join(map(str, shape))),
+            ("Input shape (C×H×W)", shape_text(shape)),
             ("Training set", f"{sum(counts['train']):,}"),
             ("Test set", f"{sum(counts['test']):,}")]
 

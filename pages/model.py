@@ -8,10 +8,12 @@ import streamlit as st
 from dlcore.config import (MODEL_CONFIGS, ConfigError, config_warnings, default_config, limits,
                            resolve_config)
 from dlcore.datasets import DatasetUnavailable, dataset_info
+from dlcore.display import column_width
 from dlcore.export import config_code
 from dlcore.fields import blocks_text, parse_blocks, parse_widths, widths_text
 from dlcore.figures import layer_params_figure
-from dlcore.models import TUTORIAL_MODELS, model_summary, summary_rows, tutorial_counts
+from dlcore.models import TUTORIAL_MODELS, model_summary, summary_rows
+from dlcore.summaries import model_notes, shape_text
 from pages.common import config, data_root, route_through_app
 
 route_through_app()
@@ -23,11 +25,9 @@ ARCH_LABELS = {"dnn": "DNN", "cnn": "CNN", "resnet": "ResNet", "rnn": "RNN",
                "pretrained": "Pretrained (transfer)"}
 WEIGHT_KINDS = {"imagenet": "ImageNet (torchvision)", "file": "Local file", "none": "Random init"}
 FREEZE_LABELS = {"backbone": "Backbone (train the new head only)", "none": "Nothing (fine-tune all)"}
-INIT_HELP = ("default: PyTorch's own; gaussian: normal, std 1; xavier: xavier_normal_; "
-             "kaiming: kaiming_normal_; zeros: every weight zero (it cannot learn). "
-             "Biases start at zero except with default.")
-# the widget key of each model field: model_<arch>_<short name> (the weights of a pretrained
-# model are two widgets: kind and path)
+INIT_HELP = ("default: PyTorch's own; gaussian: normal, std 1; xavier: xavier_normal_; kaiming: "
+             "kaiming_normal_; zeros: all weights zero (cannot learn). Biases zero, except with default.")
+# each model field's widget key: model_<arch>_<short name> (pretrained weights: kind and path)
 SHORT = {"hidden_dims": "hidden", "hidden_size": "hidden", "fc_dims": "fc", "stage_blocks": "stages",
          "base_width": "width", "num_layers": "layers", "input_size": "size"}
 KEYS = {a: {f: f"model_{a}_{SHORT.get(f, f)}" for f in c.own_fields() if f != "weights"}
@@ -128,57 +128,55 @@ def _controls(arch: str) -> None:
         _dropout(c[1], arch, "Between stacked layers and before the output layer.")
         st.toggle("Bidirectional", key="model_rnn_bidirectional")
     else:
-        c = st.columns(2)
-        _choice(c[0], "Backbone", "backbone", "pretrained",
+        _choice(st, "Backbone", "backbone", "pretrained",
                 help="A torchvision ImageNet model; its classifier is replaced by a new one for "
                      "this dataset's classes.")
-        _number(c[1], "Input size (pixels)", "input_size", "pretrained", step=16,
+        _number(st, "Input size (pixels)", "input_size", "pretrained", step=16,
                 help="Images are resized to this square inside the model: 224 as in ImageNet, "
                      "64-96 trains much faster on a CPU.")
         st.radio("Weights", WEIGHT_KINDS, key="model_pretrained_weights", horizontal=True,
-                 format_func=WEIGHT_KINDS.get,
+                 format_func=WEIGHT_KINDS.get, on_change=_weights_changed,
                  help="ImageNet: torchvision's own, from the torch hub cache or downloaded by the "
                       "training worker. Local file: a .pth state_dict in torchvision's format.")
         if ss["model_pretrained_weights"] == "file":
             st.text_input("Weights file (.pth state_dict)", key="model_pretrained_path",
                           placeholder="/path/to/resnet18-f37072fd.pth")
-        c = st.columns(2)
-        _choice(c[0], "Freeze", "freeze", "pretrained", format_func=FREEZE_LABELS.get,
+        _choice(st, "Freeze", "freeze", "pretrained", format_func=FREEZE_LABELS.get,
                 help="Frozen weights are not trained; frozen BatchNorm keeps ImageNet's statistics.")
-        _dropout(c[1], "pretrained", "Before the new classifier.")
+        _dropout(st, "pretrained", "Before the new classifier.")
+
+
+def _weights_changed() -> None:
+    # a random backbone is not worth freezing: Freeze follows, as dlcore.config's default does
+    if ss["model_pretrained_weights"] == "none":
+        ss[KEYS["pretrained"]["freeze"]] = "none"
 
 
 # ---------------------------------------------------------------- summary
-
-def _shape(s) -> str:
-    return "×".join(map(str, s))
-
 
 def _show_summary(resolved: dict, summary: dict, info, dataset: str) -> None:
     pretrained = resolved["arch"] == "pretrained"
     with st.container(horizontal=True, gap="medium"):
         st.metric("Trainable parameters", f"{summary['trainable']:,}", width="content",
-                  help=f"For the {dataset} input {_shape(info.shape)} and {len(info.classes)} classes.")
+                  help=f"For the {dataset} input {shape_text(info.shape)} and {len(info.classes)} classes.")
         if pretrained:
             st.metric("Frozen parameters", f"{summary['frozen']:,}", width="content",
                       help="Backbone weights that training leaves as they are.")
         st.metric("Layers with parameters", summary["layers_with_params"], width="content")
         st.metric("Weights in memory", f"{summary['weights_mb']:.1f} MB", width="content",
                   help="float32, without optimiser state or activations")
-    if pretrained:
-        st.caption(f"Backbone weights: **{summary.get('weights', 'unknown')}**. Images are "
-                   f"resized to {resolved['input_size']}×{resolved['input_size']}, gray repeated "
-                   "to three channels and normalised with ImageNet's mean and std inside the "
-                   "model; the weight initialisation applies to the new head only.")
-    st.caption(f"Computed for **{dataset}**: input {_shape(info.shape)}, {len(info.classes)} "
-               "classes (the dataset chosen on the Data page).")
-    for name, ref, count in tutorial_counts(resolved, info.shape):
-        st.caption(f"The {name} has {count:,} parameters on {ref.title}'s {_shape(ref.shape)} "
-                   f"input; the count above is for {dataset}'s shape.")
+    for text in model_notes(resolved, summary, info, dataset):
+        st.caption(text)
+
+
+def _layers(summary: dict) -> None:
+    """Across the page, below the columns: a backbone's layer names are long."""
     tab_table, tab_chart = st.tabs(["Layers", "Where the parameters are"])
     with tab_table:
-        st.dataframe(summary_rows(summary), hide_index=True,
-                     column_config={"parameters": st.column_config.NumberColumn(format="localized")})
+        rows = summary_rows(summary)      # layer names whole, and kept in view when scrolled
+        layer = st.column_config.TextColumn(width=column_width(r["layer"] for r in rows), pinned=True)
+        st.dataframe(rows, hide_index=True, column_config={
+            "layer": layer, "parameters": st.column_config.NumberColumn(format="localized")})
     with tab_chart:
         st.plotly_chart(layer_params_figure(summary["rows"]), key="model_params_chart")
 
@@ -211,18 +209,19 @@ def page() -> None:
         st.error(f"The input shape comes from the dataset on the Data page, which has a problem: {e}")
         st.page_link("pages/data.py", label="Go to the Data page", icon=":material/dataset:")
         return
-    st.caption(f"Input {_shape(info.shape)} with {len(info.classes)} classes, from **{dataset}** "
+    st.caption(f"Input {shape_text(info.shape)} with {len(info.classes)} classes, from **{dataset}** "
                "on the Data page. The table and the count follow every change.")
     _start_widgets()
 
+    # across the page, above the columns: whole labels at laptop widths
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown("**Start from**", width="content")
+        for name in TUTORIAL_MODELS:
+            st.button(name, on_click=_use_preset, args=(name,), width="content")
+    arch = st.segmented_control("Architecture", limits("model.arch").choices, key="model_arch",
+                                required=True, format_func=ARCH_LABELS.get)
     left, right = st.columns([1, 1.6], gap="large")
     with left:
-        with st.container(horizontal=True, vertical_alignment="center"):
-            st.markdown("**Start from**", width="content")
-            for name in TUTORIAL_MODELS:
-                st.button(name, on_click=_use_preset, args=(name,), width="stretch")
-        arch = st.segmented_control("Architecture", limits("model.arch").choices, key="model_arch",
-                                    required=True, format_func=ARCH_LABELS.get)
         _controls(arch)
         init = st.selectbox("Weight initialisation", limits("model.init").choices, key="model_init",
                             help=INIT_HELP)
@@ -240,11 +239,12 @@ def page() -> None:
         for text in config_warnings({"model": resolved}):
             st.warning(text)
         _show_summary(resolved, summary, info, dataset)
-        st.page_link("pages/train.py", label="Next: train it", icon=":material/arrow_forward:")
-        if st.toggle("Show the PyTorch code", key="model_show_code",
-                     help="a standalone script (torch and torchvision only) with this model, its "
-                          "init, the data and the training loop of the Train page's settings"):
-            _code_view(cfg)
+    _layers(summary)
+    st.page_link("pages/train.py", label="Next: train it", icon=":material/arrow_forward:")
+    if st.toggle("Show the PyTorch code", key="model_show_code",
+                 help="a standalone script (torch and torchvision only) with this model, its "
+                      "init, the data and the training loop of the Train page's settings"):
+        _code_view(cfg)
 
 
 page()

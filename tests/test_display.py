@@ -85,3 +85,11 @@ def test_overlay_paints_raised_pixels_red_and_lowered_ones_blue():
     r, b = g[0, 0], g[0, 3]
     assert r[0] > r[2] and b[2] > b[0]
     assert len(set(g[3, 0].tolist())) == 1          # no attribution: plain (dimmed) gray
+
+
+def test_a_layer_column_is_wide_enough_for_its_longest_name():
+    from dlcore.display import column_width
+
+    assert column_width(["input", "fc.0"]) == 90                    # never narrower than that
+    long = "backbone.features.10.block.2.scale_activation"           # 45 characters
+    assert column_width(["input", long]) == round(45 * 6.6) + 24

@@ -153,13 +153,18 @@ def test_pretrained_shows_trainable_frozen_and_where_the_weights_come_from(empty
     at = open_model_page()
     pick_pretrained(at)
     at.selectbox(key="model_pretrained_backbone").set_value("mobilenet_v3_small").run()
-    assert metric(at, "Trainable parameters") == "10,250"
-    assert metric(at, "Frozen parameters") == "1,517,856"
+    # random weights: Freeze follows to "Nothing", as the config's default does, no warning
+    assert at.selectbox(key="model_pretrained_freeze").value == "none" and not at.warning
+    assert metric(at, "Trainable parameters") == "1,528,106"
+    assert metric(at, "Frozen parameters") == "0"
     assert any("random init" in c.value for c in at.caption)
     model = at.session_state["config"]["model"]
     assert model["arch"] == "pretrained" and model["weights"] == "none" and model["input_size"] == 32
-    at.selectbox(key="model_pretrained_freeze").set_value("none").run()
-    assert metric(at, "Frozen parameters") == "0"
+    assert model["freeze"] == "none"
+    at.selectbox(key="model_pretrained_freeze").set_value("backbone").run()
+    assert metric(at, "Trainable parameters") == "10,250"
+    assert metric(at, "Frozen parameters") == "1,517,856"
+    assert [w.value for w in at.warning] == config_warnings({"model": at.session_state["config"]["model"]})
 
 
 def test_a_frozen_random_backbone_is_warned_about_and_fine_tuning_it_is_not(empty_runs,

@@ -206,3 +206,19 @@ def test_batch_text_prints_like_pytorch():
     text = s.batch_text(b, normalize=False)
     assert text.splitlines()[0] == "images: torch.Size([32, 1, 28, 28])  labels: torch.Size([32])"
     assert "Normalize(mean=(0.1307,), std=(0.3081,))" in text and "not applied" in text
+
+
+def test_model_notes_say_which_input_the_counts_are_for():
+    from dlcore.config import resolve_config
+    from dlcore.datasets import BUILTIN
+    from dlcore.models import TUTORIAL_MODELS
+
+    cnn = resolve_config({"model": TUTORIAL_MODELS["Tutorial CNN"][0]})["model"]
+    notes = s.model_notes(cnn, {}, BUILTIN["mnist-5k"], "mnist-5k")
+    assert notes == ["Computed for **mnist-5k**: input 1×28×28, 10 classes (the dataset chosen "
+                     "on the Data page).",
+                     "The Tutorial CNN has 9,457,962 parameters on CIFAR-10's 3×32×32 input; the "
+                     "count above is for mnist-5k's shape."]
+    pre = resolve_config({"model": {"arch": "pretrained", "weights": "none", "input_size": 64}})["model"]
+    first = s.model_notes(pre, {"weights": "random init"}, BUILTIN["mnist-5k"], "mnist-5k")[0]
+    assert first.startswith("Backbone weights: **random init**. Images are resized to 64×64")
