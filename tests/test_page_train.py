@@ -188,7 +188,7 @@ def test_layer_statistics_of_a_run_are_shown(tiny_runs):
     assert not at.exception, at.exception
     figs = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
     layers = next(f for f in figs.values()
-                  if "weight-gradient<br>norm" in json.dumps(f["layout"].get("annotations", [])))
+                  if "weight-gradient norm" in json.dumps(f["layout"].get("annotations", [])))
     names = {t["name"] for t in layers["data"]}
     assert any("(Linear)" in n for n in names) and any("(ReLU)" in n for n in names)
     assert all(t["x"] == [0, 1, 2] for t in layers["data"])
