@@ -33,6 +33,15 @@ def set_accuracy(runs_dir, run_id, accuracy):
     edit_json(runs_dir / run_id / "eval.json", accuracy=accuracy)
 
 
+def two_dataset_runs(runs_dir, dnn, cnn):
+    """The two tiny mnist-5k runs at test accuracy 0.61 and 0.72, and copies of them made
+    fashion-mnist runs at 0.93 and 0.55: (fashion dnn id, fashion cnn id)."""
+    set_accuracy(runs_dir, dnn, 0.61)
+    set_accuracy(runs_dir, cnn, 0.72)
+    return (copy_run(runs_dir, dnn, "20990101-000000-f-dnn", "fashion dnn", "fashion-mnist", 0.93),
+            copy_run(runs_dir, cnn, "20990101-000001-f-cnn", "fashion cnn", "fashion-mnist", 0.55))
+
+
 def test_compare_two_runs(tiny_runs):
     runs, dnn, cnn = tiny_runs
     c = compare_runs(RunStore(runs), [dnn, cnn])
@@ -58,10 +67,7 @@ def test_one_dataset_ranks_all_runs_together_and_says_nothing(tiny_runs):
 
 def test_best_is_within_each_dataset_when_runs_span_two(tiny_runs):
     runs, dnn, cnn = tiny_runs
-    set_accuracy(runs, dnn, 0.61)
-    set_accuracy(runs, cnn, 0.72)
-    f_dnn = copy_run(runs, dnn, "20990101-000000-f-dnn", "fashion dnn", "fashion-mnist", 0.93)
-    f_cnn = copy_run(runs, cnn, "20990101-000001-f-cnn", "fashion cnn", "fashion-mnist", 0.55)
+    f_dnn, f_cnn = two_dataset_runs(runs, dnn, cnn)
     c = compare_runs(RunStore(runs), [dnn, f_dnn, cnn, f_cnn])
     assert c["datasets"] == {"tiny dnn": "mnist-5k", "fashion dnn": "fashion-mnist",
                              "tiny cnn": "mnist-5k", "fashion cnn": "fashion-mnist"}

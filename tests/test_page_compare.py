@@ -6,7 +6,7 @@ import re
 import pandas as pd
 
 from conftest import app_page, wait_for
-from test_compare import copy_run, set_accuracy
+from test_compare import copy_run, set_accuracy, two_dataset_runs
 
 
 def compare_page(ids=None):
@@ -69,10 +69,7 @@ def test_best_value_of_each_row_is_highlighted(tiny_runs):
 
 def test_runs_on_two_datasets_are_ranked_per_dataset_and_the_page_says_so(tiny_runs):
     runs_dir, dnn, cnn = tiny_runs
-    set_accuracy(runs_dir, dnn, 0.61)
-    set_accuracy(runs_dir, cnn, 0.72)
-    f_dnn = copy_run(runs_dir, dnn, "20990101-000000-f-dnn", "fashion dnn", "fashion-mnist", 0.93)
-    f_cnn = copy_run(runs_dir, cnn, "20990101-000001-f-cnn", "fashion cnn", "fashion-mnist", 0.55)
+    f_dnn, f_cnn = two_dataset_runs(runs_dir, dnn, cnn)
     at = compare_page([dnn, cnn, f_dnn, f_cnn])
     notes = [i.value for i in at.info if "datasets" in i.value]
     assert len(notes) == 1
@@ -111,11 +108,18 @@ def box_shows(at, before: str) -> str:
     return box.proto.raw_value if box.proto.set_value else before
 
 
+def type_new_name(at, run_id, name, tick=False):
+    """Choose the run in the Run box and type its new name (and tick the confirmation)."""
+    at.selectbox(key="compare_manage").set_value(run_id).run()
+    at.text_input(key=f"compare_new_name_{run_id}").input(name).run()
+    if tick:
+        at.checkbox(key=f"compare_rename_ok_{run_id}").check().run()
+
+
 def test_rename_asks_first_then_renames_the_run_shown(tiny_runs):
     runs_dir, dnn, cnn = tiny_runs
     at = compare_page([dnn, cnn])
-    at.selectbox(key="compare_manage").set_value(dnn).run()
-    at.text_input(key=f"compare_new_name_{dnn}").input("baseline mlp").run()
+    type_new_name(at, dnn, "baseline mlp")
     assert at.button(key="compare_rename").disabled          # nothing happens without the tick
     tick = at.checkbox(key=f"compare_rename_ok_{dnn}")
     assert tick.label == "Yes, rename tiny dnn to “baseline mlp”"
@@ -136,9 +140,7 @@ def test_rename_asks_first_then_renames_the_run_shown(tiny_runs):
 def test_a_changed_name_needs_a_new_tick(tiny_runs):
     runs_dir, dnn, cnn = tiny_runs
     at = compare_page([dnn, cnn])
-    at.selectbox(key="compare_manage").set_value(dnn).run()
-    at.text_input(key=f"compare_new_name_{dnn}").input("first").run()
-    at.checkbox(key=f"compare_rename_ok_{dnn}").check().run()
+    type_new_name(at, dnn, "first", tick=True)
     # typed and clicked at once: the tick was given for another name
     at.text_input(key=f"compare_new_name_{dnn}").input("second")
     at.button(key="compare_rename").click().run()
@@ -152,9 +154,7 @@ def test_a_changed_name_needs_a_new_tick(tiny_runs):
 def test_nothing_is_done_to_a_run_the_box_no_longer_shows(tiny_runs):
     runs_dir, dnn, cnn = tiny_runs
     at = compare_page([dnn, cnn])
-    at.selectbox(key="compare_manage").set_value(dnn).run()
-    at.text_input(key=f"compare_new_name_{dnn}").input("renamed").run()
-    at.checkbox(key=f"compare_rename_ok_{dnn}").check().run()
+    type_new_name(at, dnn, "renamed", tick=True)
     at.checkbox(key=f"compare_confirm_{dnn}").check().run()
     at.selectbox(key="compare_manage").set_value(cnn)      # the box moved on meanwhile
     at.button(key="compare_rename").click().run()
